@@ -1,0 +1,1 @@
+"""jebm: energy-based models in JAX/Flax."""
