@@ -1,0 +1,65 @@
+"""Energy functions: the one abstraction every other part of jebm builds on.
+
+An energy fn maps a batch ``x`` of shape [B, ...] (and an optional condition ``y`` of shape
+[B, ...]) to energies of shape [B]. The model is p(x) ∝ exp(-E(x)): low energy means likely.
+"""
+from typing import Any, Callable, Optional, Protocol
+
+import jax
+import jax.numpy as jnp
+
+
+class EnergyFn(Protocol):
+  """``energy_fn(x, y=None) -> energies``: x [B, ...], y [B, ...] or None, energies [B]."""
+
+  def __call__(self, x: jax.Array, y: Optional[jax.Array] = None) -> jax.Array:
+    ...
+
+
+def check_energies(energies: jax.Array, x: jax.Array, name: str = "energy_fn") -> jax.Array:
+  """Raises ValueError unless ``energies`` has shape [B] for ``x`` of shape [B, ...].
+
+  Shapes are static under jit, so this check costs nothing at run time.
+  """
+  if jnp.ndim(x) < 1:
+    raise ValueError(f"{name}: x must have a leading batch axis [B, ...], got shape {jnp.shape(x)}")
+  expected = (jnp.shape(x)[0],)
+  if jnp.shape(energies) != expected:
+    raise ValueError(
+        f"{name} must return one energy per example, shape {expected} for x of shape "
+        f"{jnp.shape(x)}; it returned shape {jnp.shape(energies)}"
+    )
+  return energies
+
+
+def from_model(apply_fn: Callable[..., jax.Array], variables: Any) -> EnergyFn:
+  """Binds a Flax model's ``apply_fn`` and its ``variables`` into an energy fn.
+
+  Args:
+    apply_fn: ``apply_fn(variables, x, y)`` returning energies [B], e.g. ``model.apply`` of a
+      ``jebm.models`` module (which never updates spectral-norm state unless asked to).
+    variables: the model's variables, e.g. ``{"params": ..., "spectral": ...}``.
+
+  Returns:
+    ``energy_fn(x, y=None) -> [B]``, a pure function of x and y that samplers can differentiate.
+  """
+
+  def energy_fn(x, y=None):
+    return check_energies(apply_fn(variables, x, y), x, name="model energy")
+
+  return energy_fn
+
+
+def energy_and_grad(energy_fn: EnergyFn, x: jax.Array, y: Optional[jax.Array] = None):
+  """Energies [B] and their gradients with respect to x, [B, ...].
+
+  Examples do not interact in an energy fn, so the gradient of the summed energy is the batch of
+  per-example gradients.
+  """
+
+  def total(x_):
+    e = check_energies(energy_fn(x_, y), x_)
+    return jnp.sum(e), e
+
+  grad, energies = jax.grad(total, has_aux=True)(x)
+  return energies, grad
