@@ -1,0 +1,76 @@
+"""Data parallelism with pmap semantics, written as ``jax.shard_map`` over a 1-D mesh axis "data".
+
+One replica per device: each gets a slice of the global batch and its own shard of the replay
+buffer, draws its own random numbers (``fold_in(key, axis_index)``), and gradients and metrics are
+averaged with ``lax.pmean``. Parameters and optimiser state are replicated.
+"""
+from typing import Callable, Optional, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from jebm.replay import ReplayBuffer
+from jebm.train import TrainState
+
+AXIS = "data"
+
+
+def make_mesh(devices: Optional[Sequence[jax.Device]] = None) -> jax.sharding.Mesh:
+  """A 1-D mesh named "data" over ``devices`` (default: all devices)."""
+  devices = jax.devices() if devices is None else list(devices)
+  return jax.sharding.Mesh(np.asarray(devices), (AXIS,),
+                           axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def state_specs() -> TrainState:
+  """PartitionSpecs of a TrainState: replay entries split across devices, the rest replicated."""
+  buffer = ReplayBuffer(images=P(AXIS), labels=P(AXIS), size=P(), position=P())
+  return TrainState(step=P(), params=P(), model_state=P(), opt_state=P(), replay=buffer, rng=P())
+
+
+def _shardings(mesh, specs, tree):
+  return jax.tree.map(lambda spec, _: NamedSharding(mesh, spec), specs, tree,
+                      is_leaf=lambda x: isinstance(x, P))
+
+
+def _check_divisible(n: int, mesh, what: str):
+  if n % mesh.size:
+    raise ValueError(f"{what} ({n}) must be divisible by the number of devices ({mesh.size})")
+
+
+def shard_state(state: TrainState, mesh: jax.sharding.Mesh) -> TrainState:
+  """Places a TrainState on the mesh: replay buffer split over devices, everything else replicated."""
+  _check_divisible(state.replay.images.shape[0], mesh, "replay buffer capacity")
+  return jax.device_put(state, _shardings(mesh, state_specs(), state))
+
+
+def shard_batch(batch, mesh: jax.sharding.Mesh):
+  """Places a host batch (dict of [B, ...] arrays, this process's share) split over the devices.
+
+  With several processes, each passes its own slice; the result is the global batch.
+  """
+  sharding = NamedSharding(mesh, P(AXIS))
+  for value in jax.tree.leaves(batch):
+    _check_divisible(np.shape(value)[0] * jax.process_count(), mesh, "global batch size")
+  return jax.tree.map(lambda v: jax.make_array_from_process_local_data(sharding, np.asarray(v)), batch)
+
+
+def data_parallel(train_step: Callable, mesh: jax.sharding.Mesh, *, donate: bool = True) -> Callable:
+  """Runs ``train_step`` as one replica per device, jitted.
+
+  Args:
+    train_step: built by ``jebm.train.make_train_step(..., axis_name="data")``, so that it averages
+      gradients and metrics over the devices.
+    mesh: from ``make_mesh``.
+    donate: donate the input state's buffers to the output (halves peak memory).
+
+  Returns:
+    ``step(state, batch) -> (state, metrics)`` on a state from ``shard_state`` and a batch from
+    ``shard_batch``; metrics are replicated scalars.
+  """
+  if getattr(train_step, "axis_name", AXIS) != AXIS:
+    raise ValueError(f"train_step averages over axis {train_step.axis_name!r}, the mesh axis is {AXIS!r}")
+  sharded = jax.shard_map(train_step, mesh=mesh, in_specs=(state_specs(), P(AXIS)),
+                          out_specs=(state_specs(), P()))
+  return jax.jit(sharded, donate_argnums=(0,) if donate else ())

@@ -1,0 +1,209 @@
+"""Contrastive-divergence training of an EBM with a replay buffer (IGEBM), as pure functions.
+
+``make_train_step`` returns ``train_step(state, batch) -> (state, metrics)``, un-jitted: the caller
+jits it, or wraps it with ``jebm.parallel.data_parallel`` to run one replica per device.
+"""
+import dataclasses
+from typing import Any, Dict, Optional, Tuple
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from jebm import langevin, losses, replay
+from jebm.energy import from_model
+from jebm.langevin import LangevinConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """How one training step samples and scores negatives.
+
+  Attributes:
+    langevin: sampler settings for the negative chains.
+    l2_coeff: weight of the L2 energy penalty.
+    kl_coeff: weight of the KL-through-sampler term; 0 disables it (the paper's zero_kl mode).
+    kl_steps: number of final sampler steps differentiated through for the KL term.
+    reinit_prob: fraction of chains restarted from noise rather than the replay buffer.
+    buffer_capacity: replay entries in all (split evenly across devices when data-parallel).
+    buffer_dtype: "uint8" for images in [0, 1], "float32" for unbounded data.
+    init_low, init_high: fresh chains start uniform in [init_low, init_high).
+    conditional: whether the energy takes the batch's "label" as its condition.
+    label_shape: shape of one condition: () for class ids, (C,) for vectors.
+    label_dtype: "int32" for class ids, "float32" for condition vectors.
+  """
+
+  langevin: LangevinConfig = LangevinConfig()
+  l2_coeff: float = 1.0
+  kl_coeff: float = 0.0
+  kl_steps: int = 1
+  reinit_prob: float = 0.05
+  buffer_capacity: int = 10000
+  buffer_dtype: str = "uint8"
+  init_low: float = 0.0
+  init_high: float = 1.0
+  conditional: bool = False
+  label_shape: Tuple[int, ...] = ()
+  label_dtype: str = "int32"
+
+  def __post_init__(self):
+    if not 0.0 <= self.reinit_prob <= 1.0:
+      raise ValueError(f"TrainConfig.reinit_prob must be in [0, 1], got {self.reinit_prob}")
+    if self.buffer_dtype not in ("uint8", "float32"):
+      raise ValueError(f"TrainConfig.buffer_dtype must be 'uint8' or 'float32', got {self.buffer_dtype!r}")
+    if self.kl_coeff and not 1 <= self.kl_steps < self.langevin.num_steps:
+      raise ValueError(f"TrainConfig.kl_steps must be in [1, langevin.num_steps), got {self.kl_steps}")
+    if self.l2_coeff < 0 or self.kl_coeff < 0:
+      raise ValueError("TrainConfig.l2_coeff and kl_coeff must be ≥ 0")
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a run needs to continue, as one pytree.
+
+  step: int32 scalar; params: model parameters; model_state: the model's other variable
+  collections (e.g. {"spectral": ...}, or {}); opt_state: optax state; replay: ReplayBuffer;
+  rng: PRNG key (step keys are fold_in(rng, step)).
+  """
+
+  step: jax.Array
+  params: Any
+  model_state: Any
+  opt_state: Any
+  replay: replay.ReplayBuffer
+  rng: jax.Array
+
+  def variables(self, params=None) -> Dict[str, Any]:
+    """The model's variables dict, optionally with other params."""
+    return {"params": self.params if params is None else params, **self.model_state}
+
+
+def _example_labels(config: TrainConfig, batch_size: int):
+  if not config.conditional:
+    return None
+  return jnp.zeros((batch_size, *config.label_shape), config.label_dtype)
+
+
+def create_train_state(rng_key: jax.Array, model: nn.Module, optimizer: optax.GradientTransformation,
+                       config: TrainConfig, example_shape: Tuple[int, ...]) -> TrainState:
+  """Initialises parameters, optimiser state and an empty replay buffer.
+
+  Args:
+    rng_key: PRNG key; split into the parameter init key and the state's own key.
+    model: a jebm energy module, ``model.apply(variables, x, y) -> [B]``.
+    optimizer: an optax transformation, e.g. ``jebm.optim.igebm_adam()``.
+    config: TrainConfig.
+    example_shape: shape of one data example, e.g. (28, 28, 1).
+  """
+  init_key, state_key = jax.random.split(rng_key)
+  x = jnp.zeros((1, *example_shape), jnp.float32)
+  variables = dict(model.init(init_key, x, _example_labels(config, 1)))
+  params = variables.pop("params")
+  buffer = replay.init(config.buffer_capacity, example_shape, config.label_shape,
+                       dtype=jnp.dtype(config.buffer_dtype), label_dtype=jnp.dtype(config.label_dtype))
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=variables,
+                    opt_state=optimizer.init(params), replay=buffer, rng=state_key)
+
+
+def positive_examples(rng_key: jax.Array, images: jax.Array) -> jax.Array:
+  """Data batch -> float32 model inputs: uint8 images get the paper's uniform dequantisation,
+  (q + u) / 256 with u ~ U(0, 1), in [0, 1]; float data passes through."""
+  if images.dtype == jnp.uint8:
+    u = jax.random.uniform(rng_key, images.shape, jnp.float32)
+    return (images.astype(jnp.float32) + u) / 256.0
+  return images.astype(jnp.float32)
+
+
+def _update_model_state(model, state: TrainState, x, y):
+  """One power-iteration step of spectral normalisation (or nothing without model state)."""
+  if not state.model_state:
+    return state.model_state
+  _, updated = model.apply(state.variables(), x[:1], None if y is None else y[:1],
+                           update_stats=True, mutable=list(state.model_state))
+  return dict(updated)
+
+
+def _norm(v):
+  return jnp.sqrt(sum(jnp.sum(jnp.square(l)) for l in jax.tree.leaves(v)))
+
+
+def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, config: TrainConfig,
+                    *, axis_name: Optional[str] = None):
+  """Builds the pure IGEBM training step.
+
+  One step: draw chain starts from the replay buffer (``reinit_prob`` of them fresh noise), run
+  ``config.langevin`` on the current energy, score data and samples, apply contrastive divergence +
+  L2 (+ KL) with the optimiser, and push the samples back into the buffer.
+
+  Args:
+    model: the energy module; ``model.apply(variables, x, y, update_stats=...) -> [B]``.
+    optimizer: the optax transformation used in ``create_train_state``.
+    config: TrainConfig.
+    axis_name: when run data-parallel (inside ``shard_map``), the device axis name: gradients and
+      metrics are averaged over it and each device draws its own random numbers.
+
+  Returns:
+    ``train_step(state, batch) -> (state, metrics)``; batch is ``{"image": [B, ...] uint8 or
+    float, "label": [B, *label_shape]}``; metrics is a dict of scalars.
+  """
+
+  def train_step(state: TrainState, batch: Dict[str, jax.Array]):
+    rng = jax.random.fold_in(state.rng, state.step)
+    if axis_name is not None:
+      rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
+    data_key, replay_key, chain_key = jax.random.split(rng, 3)
+    x_pos = positive_examples(data_key, batch["image"])
+    y_pos = batch["label"].astype(config.label_dtype) if config.conditional else None
+    batch_size = x_pos.shape[0]
+
+    model_state = _update_model_state(model, state, x_pos, y_pos)
+    state = state.replace(model_state=model_state)
+    energy_fn = from_model(model.apply, state.variables())
+    x0, y0, _ = replay.sample(replay_key, state.replay, batch_size,
+                              init_fn=replay.uniform_init(config.init_low, config.init_high),
+                              reinit_prob=config.reinit_prob, fresh_labels=y_pos)
+    y_neg = y0 if config.conditional else None
+    kl_steps = config.kl_steps if config.kl_coeff else 0
+    head = dataclasses.replace(config.langevin, num_steps=config.langevin.num_steps - kl_steps)
+    x_head, chain = langevin.sample(chain_key, energy_fn, x0, head, y=y_neg)
+    x_head = jax.lax.stop_gradient(x_head)
+
+    def loss_fn(params):
+      energy = from_model(model.apply, state.variables(params))
+      x_neg, e_kl = x_head, None
+      if kl_steps:  # differentiate through the chain's last steps (the paper's zero_kl=False)
+        tail = dataclasses.replace(config.langevin, num_steps=kl_steps)
+        x_kl, _ = langevin.sample(jax.random.fold_in(chain_key, 1), energy, x_head, tail, y=y_neg)
+        frozen = from_model(model.apply, state.variables(jax.lax.stop_gradient(params)))
+        x_neg, e_kl = jax.lax.stop_gradient(x_kl), frozen(x_kl, y_neg)
+      e_pos, e_neg = energy(x_pos, y_pos), energy(x_neg, y_neg)
+      loss, aux = losses.contrastive_divergence(e_pos, e_neg, l2_coeff=config.l2_coeff, e_kl=e_kl,
+                                                kl_coeff=config.kl_coeff)
+      if axis_name is not None:
+        # Params are replicated, so shard_map's autodiff sums their gradients over devices;
+        # averaging the loss makes that sum the gradient of the global-batch loss.
+        loss = jax.lax.pmean(loss, axis_name)
+      return loss, (x_neg, e_pos, e_neg, aux)
+
+    (loss, (x_neg, e_pos, e_neg, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {
+        "loss": loss, **aux,
+        "energy_pos": jnp.mean(e_pos), "energy_pos_std": jnp.std(e_pos),
+        "energy_neg": jnp.mean(e_neg), "energy_neg_std": jnp.std(e_neg),
+        "input_grad_norm_start": jnp.mean(chain.grad_norm[0]),
+        "input_grad_norm_end": jnp.mean(chain.grad_norm[-1]),
+        "abs_diff_neg_pos": jnp.mean(jnp.abs(x_neg - x_pos)),
+        "param_grad_norm": _norm(grads),
+    }
+    if axis_name is not None:
+      metrics = jax.lax.pmean(metrics, axis_name)
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                              replay=replay.push(state.replay, x_neg, y0))
+    return new_state, metrics
+
+  train_step.axis_name = axis_name
+  return train_step
