@@ -1,0 +1,16 @@
+"""Data: TFDS ArrayRecord readers, jebm's own TFDS builders, batching and dequantisation.
+
+    data = jebm.data.arrays("mnist", "train")  # {"image": [N,28,28,1] uint8, "label": [N] int32}
+    for batch in jebm.data.batches(data, 128, seed=0):  # endless, deterministic, per process
+      x = jebm.data.dequantize(key, batch["image"])     # float32 in [0, 1]
+
+No TensorFlow is needed and nothing is downloaded; see `jebm.data.loading` for names and data dirs.
+"""
+from jebm.data import toy2d
+from jebm.data.builders import JebmDigits, JebmMnist, JebmToy2d
+from jebm.data.builders import MNIST_ENV_VAR, find_mnist_files
+from jebm.data.idx import read_idx, write_idx
+from jebm.data.loading import JEBM_DATASETS, arrays, builder, default_data_dir, load
+from jebm.data.loading import source_to_arrays
+from jebm.data.pipeline import batch_indices, batches, dequantize, epoch_permutation
+from jebm.data.pipeline import steps_per_epoch, to_float
