@@ -30,8 +30,9 @@ def state_specs() -> TrainState:
 
 
 def _shardings(mesh, specs, tree):
-  return jax.tree.map(lambda spec, _: NamedSharding(mesh, spec), specs, tree,
-                      is_leaf=lambda x: isinstance(x, P))
+  """Broadcasts a prefix tree of PartitionSpecs to one NamedSharding per leaf of ``tree``."""
+  return jax.tree.map(lambda spec, sub: jax.tree.map(lambda _: NamedSharding(mesh, spec), sub),
+                      specs, tree, is_leaf=lambda x: isinstance(x, P))
 
 
 def _check_divisible(n: int, mesh, what: str):
@@ -39,10 +40,15 @@ def _check_divisible(n: int, mesh, what: str):
     raise ValueError(f"{what} ({n}) must be divisible by the number of devices ({mesh.size})")
 
 
+def state_shardings(state: TrainState, mesh: jax.sharding.Mesh) -> TrainState:
+  """NamedShardings for every leaf of a TrainState (or of its ``jax.eval_shape``)."""
+  _check_divisible(state.replay.images.shape[0], mesh, "replay buffer capacity")
+  return _shardings(mesh, state_specs(), state)
+
+
 def shard_state(state: TrainState, mesh: jax.sharding.Mesh) -> TrainState:
   """Places a TrainState on the mesh: replay buffer split over devices, everything else replicated."""
-  _check_divisible(state.replay.images.shape[0], mesh, "replay buffer capacity")
-  return jax.device_put(state, _shardings(mesh, state_specs(), state))
+  return jax.device_put(state, state_shardings(state, mesh))
 
 
 def shard_batch(batch, mesh: jax.sharding.Mesh):

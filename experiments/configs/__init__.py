@@ -1,0 +1,4 @@
+"""Named training recipes: ``PRESETS[name]`` is a ``jebm.config.Config``."""
+from experiments.configs.presets import PRESETS, get_preset
+
+__all__ = ["PRESETS", "get_preset"]

@@ -1,0 +1,50 @@
+r"""Generates samples from a checkpoint:
+``python -m experiments.sample --workdir=W --num_samples=N --out=F.npz``.
+
+Conditional models get N samples per class. Writes F.npz (``images`` uint8 NHWC, ``labels`` int,
+-1 for unconditional) and a PNG grid beside it (F.png).
+"""
+import dataclasses
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags, logging
+
+from experiments import flags as launcher_flags
+from jebm import checkpoint, generate, replay, viz
+
+flags.DEFINE_integer("num_samples", 8, "Samples (per class for conditional models).")
+flags.DEFINE_string("out", None, "Output .npz (default: <workdir>/samples/samples.npz).")
+flags.DEFINE_integer("steps", None, "Langevin steps (default: the config's eval_langevin_steps).")
+flags.DEFINE_enum("init", "noise", ["noise", "replay"], "Chain starts: uniform noise or the replay buffer.")
+flags.DEFINE_float("step_size", None, "Override the saved Langevin step size.")
+flags.DEFINE_float("noise_scale", None, "Override the saved Langevin noise scale.")
+flags.DEFINE_integer("checkpoint_step", None, "Checkpoint to restore (default: the newest).")
+flags.DEFINE_integer("seed", 0, "Sampling seed.")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  del argv
+  launcher_flags.quiet_library_logs()
+  state, config = checkpoint.restore(FLAGS.workdir, FLAGS.checkpoint_step)
+  overrides = {k: FLAGS[k].value for k in ("step_size", "noise_scale") if FLAGS[k].present}
+  config = dataclasses.replace(config, **overrides)
+  labels = generate.class_labels(config, FLAGS.num_samples)
+  num = FLAGS.num_samples if labels is None else len(labels)
+  samples = generate.generate_batched(jax.random.key(FLAGS.seed), state, config, labels, num=num,
+                                      num_steps=FLAGS.steps, init=FLAGS.init)
+  out = FLAGS.out or os.path.join(FLAGS.workdir, "samples", "samples.npz")
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  images = np.asarray(replay.quantize(samples))
+  np.savez(out, images=images, labels=np.full((num,), -1) if labels is None else np.asarray(labels))
+  png = os.path.splitext(out)[0] + ".png"
+  if images.ndim == 4:
+    viz.save_png(png, viz.image_grid(images, ncol=FLAGS.num_samples if labels is not None else None))
+  logging.info("Wrote %d samples to %s and %s", num, out, png)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,157 @@
+"""The training loop: data -> data-parallel train step -> logs, summaries, sample grids, checkpoints.
+
+Everything of a run lives in its workdir:
+  config.json            the resolved Config
+  checkpoints/<step>/    orbax checkpoints (train state + config)
+  samples/step_<N>.png   chain start | sample | real, for a few chains
+  events.out.tfevents.*  TensorBoard scalars and sample images
+Re-running the same command on the same workdir resumes from the newest checkpoint.
+"""
+import dataclasses
+import os
+import time
+from typing import Dict, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from jebm import checkpoint, data, langevin, parallel, replay, viz
+from jebm import config as config_lib
+from jebm import train as train_lib
+from jebm.energy import from_model
+
+
+class DivergenceError(RuntimeError):
+  """Training stopped because the loss or energies left the sane range."""
+
+
+def load_train_data(config: config_lib.Config, data_dir=None, manual_dir=None) -> Dict[str, np.ndarray]:
+  """The training split as arrays, with ``config.example_shape`` checked against it."""
+  arrays = data.arrays(config.dataset, "train", data_dir=data_dir, manual_dir=manual_dir)
+  shape = tuple(arrays["image"].shape[1:])
+  if config.example_shape and tuple(config.example_shape) != shape:
+    raise ValueError(f"config.example_shape {config.example_shape} does not match the data {shape}")
+  if config.conditional and "label" not in arrays:
+    raise ValueError(f"dataset {config.dataset!r} has no labels; set --num_classes=0")
+  arrays.setdefault("label", np.zeros((len(arrays["image"]),), np.int32))
+  return arrays
+
+
+def write_config(workdir: str, config: config_lib.Config) -> None:
+  """Writes ``<workdir>/config.json`` atomically."""
+  path = os.path.join(workdir, "config.json")
+  with open(path + ".tmp", "w") as f:
+    f.write(config.to_json())
+  os.replace(path + ".tmp", path)
+
+
+def restore_or_create(workdir: str, config: config_lib.Config, mesh):
+  """The newest checkpoint's state if the workdir has one (its config must match), else a new
+  state; placed on the mesh."""
+  create = lambda: config_lib.create_state(config)
+  shardings = parallel.state_shardings(jax.eval_shape(create), mesh)
+  if checkpoint.latest_step(workdir) is None:
+    return jax.jit(create, out_shardings=shardings)()
+  saved = checkpoint.load_config(workdir)
+  mismatch = config_lib.mismatched_fields(saved, config)
+  if mismatch:
+    lines = "\n".join(f"  {k}: checkpoint has {a!r}, flags give {b!r}" for k, (a, b) in mismatch.items())
+    raise ValueError(f"the checkpoint in {workdir} was made with a different config:\n{lines}\n"
+                     "Use the same flags to resume, or a new --workdir to start afresh.")
+  state, _ = checkpoint.restore(workdir, shardings=shardings)
+  logging.info("Resumed from step %d of %s", int(state.step), workdir)
+  return state
+
+
+def check_divergence(metrics: Dict[str, float], step: int, max_energy: float) -> None:
+  """Raises DivergenceError if the loss is not finite or a mean energy exceeds ``max_energy``."""
+  bad = {k: v for k, v in metrics.items() if not np.isfinite(v)}
+  for k in ("energy_pos", "energy_neg"):
+    if abs(metrics[k]) > max_energy:
+      bad[k] = metrics[k]
+  if bad:
+    raise DivergenceError(
+        f"training diverged at step {step}: {bad} (bound |energy| <= {max_energy}). The newest "
+        "checkpoint is from before; resume from it with a lower --learning_rate or --step_size, "
+        "or a higher --l2_coeff.")
+
+
+def make_sample_grid_fn(config: config_lib.Config, num: int):
+  """Jitted ``(state, batch) -> uint8 grid`` of ``num`` chains: start | sample | real."""
+  model, tconfig = config_lib.build_model(config), config_lib.train_config(config)
+
+  @jax.jit
+  def grid_images(state, images, labels):
+    rng = jax.random.split(state.rng)[1]  # a stream apart from the training steps' fold_in keys
+    x0, y0, _ = replay.sample(rng, state.replay, num, init_fn=replay.uniform_init(
+        config.init_low, config.init_high), reinit_prob=tconfig.reinit_prob, fresh_labels=labels)
+    energy = from_model(model.apply, state.variables())
+    x, _ = langevin.sample(rng, energy, x0, tconfig.langevin, y=y0 if config.conditional else None)
+    return x0, x, train_lib.positive_examples(rng, images)
+
+  def grid(state, batch):
+    starts, samples, reals = jax.device_get(grid_images(state, batch["image"][:num],
+                                                       batch["label"][:num]))
+    return viz.chain_grid(starts, samples, reals)
+
+  return grid
+
+
+def train_and_evaluate(config: config_lib.Config, workdir: str, *, data_dir: Optional[str] = None,
+                       manual_dir: Optional[str] = None) -> train_lib.TrainState:
+  """Trains ``config`` in ``workdir`` (resuming if it holds a checkpoint); returns the final state."""
+  os.makedirs(workdir, exist_ok=True)
+  arrays = load_train_data(config, data_dir, manual_dir)
+  config = dataclasses.replace(config, example_shape=tuple(arrays["image"].shape[1:]))
+  mesh = parallel.make_mesh()
+  if config.batch_size % mesh.size:
+    raise ValueError(f"--batch_size={config.batch_size} must be divisible by the {mesh.size} devices")
+  state = restore_or_create(workdir, config, mesh)
+  if jax.process_index() == 0:
+    write_config(workdir, config)
+  step_fn = parallel.data_parallel(
+      train_lib.make_train_step(config_lib.build_model(config), config_lib.build_optimizer(config),
+                                config_lib.train_config(config), axis_name=parallel.AXIS), mesh)
+  is_image = len(config.example_shape) == 3
+  sample_grid = make_sample_grid_fn(config, num=min(16, config.batch_size)) if is_image else None
+  writer = _summary_writer(workdir)
+  start = int(state.step)
+  batches = data.batches(arrays, config.batch_size // jax.process_count(), seed=config.seed,
+                         start_step=start)
+  with checkpoint.manager(workdir, keep=config.keep_checkpoints) as mngr:
+    t0 = time.time()
+    for step in range(start + 1, config.num_steps + 1):
+      batch = next(batches)
+      state, metrics = step_fn(state, parallel.shard_batch(batch, mesh))
+      jax.block_until_ready(state)  # see DESIGN.md: back-to-back collectives on CPU can deadlock
+      if step % config.log_every == 0 or step == config.num_steps:
+        values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        check_divergence(values, step, config.max_energy)
+        logging.info("step %d/%d  %s  loss %.4f  E+ %.3f  E- %.3f", step, config.num_steps,
+                     _progress(start, step, config.num_steps, t0), values["loss"], values["energy_pos"], values["energy_neg"])
+        for k, v in values.items():
+          writer.add_scalar(f"train/{k}", v, step)
+      if sample_grid is not None and (step % config.sample_every == 0 or step == config.num_steps):
+        image = sample_grid(state, batch)
+        viz.save_png(os.path.join(workdir, "samples", f"step_{step:07d}.png"), image)
+        writer.add_image("samples", image, step, dataformats="HWC")
+      if step % config.checkpoint_every == 0 or step == config.num_steps:
+        checkpoint.save(mngr, state, config)
+    mngr.wait_until_finished()
+  writer.close()
+  return state
+
+
+def _summary_writer(workdir: str):
+  """TensorBoard event writer (tensorboardX: no TensorFlow needed)."""
+  from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+  return SummaryWriter(workdir, flush_secs=30)
+
+
+def _progress(start_step: int, step: int, total_steps: int, t0: float) -> str:
+  """steps/s and ETA since the run (re)started at ``start_step`` at time ``t0``."""
+  rate = (step - start_step) / max(time.time() - t0, 1e-9)
+  eta = int((total_steps - step) / max(rate, 1e-9))
+  return f"{rate:.2f} steps/s  ETA {eta // 60}m{eta % 60:02d}s"

@@ -1,0 +1,87 @@
+"""Checkpoints: a thin facade over orbax's CheckpointManager.
+
+A checkpoint is the whole TrainState (params, model state, optimiser state, replay buffer, rng,
+step) plus the run's Config as JSON, under ``<workdir>/checkpoints/<step>``. Orbax writes each one
+into a temporary folder and renames it when complete, so a run killed mid-write leaves the previous
+checkpoint intact, and restoring never sees a partial one.
+"""
+import dataclasses
+import os
+from typing import Optional, Tuple
+
+import jax
+import orbax.checkpoint as ocp
+
+from jebm import config as config_lib
+from jebm.train import TrainState
+
+
+def _directory(workdir: str) -> str:
+  return os.path.join(os.path.abspath(workdir), "checkpoints")
+
+
+def manager(workdir: str, keep: int = 3) -> ocp.CheckpointManager:
+  """An orbax CheckpointManager for ``<workdir>/checkpoints`` keeping the ``keep`` newest."""
+  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+  return ocp.CheckpointManager(_directory(workdir), options=options,
+                               item_names=("state", "config"))
+
+
+def _to_saveable(state: TrainState) -> TrainState:
+  return state.replace(rng=jax.random.key_data(state.rng))  # orbax stores raw uint32 key data
+
+
+def save(mngr: ocp.CheckpointManager, state: TrainState, config: config_lib.Config) -> None:
+  """Saves ``state`` and ``config`` at step ``state.step`` (asynchronously: call
+  ``mngr.wait_until_finished()`` before exiting)."""
+  mngr.save(int(state.step), args=ocp.args.Composite(
+      state=ocp.args.StandardSave(_to_saveable(state)),
+      config=ocp.args.JsonSave(dataclasses.asdict(config))))
+
+
+def latest_step(workdir: str) -> Optional[int]:
+  """The newest complete checkpoint's step, or None when there is none."""
+  if not os.path.isdir(_directory(workdir)):
+    return None
+  return ocp.CheckpointManager(_directory(workdir)).latest_step()
+
+
+def load_config(workdir: str, step: Optional[int] = None) -> config_lib.Config:
+  """The Config saved with a checkpoint (the newest when ``step`` is None)."""
+  step = _existing_step(workdir, step)
+  with manager(workdir) as mngr:
+    restored = mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+  return config_lib.Config.from_dict(restored.config)
+
+
+def _existing_step(workdir: str, step: Optional[int]) -> int:
+  steps = [] if latest_step(workdir) is None else ocp.CheckpointManager(_directory(workdir)).all_steps()
+  if not steps:
+    raise FileNotFoundError(f"no checkpoint in {_directory(workdir)}: train one first with "
+                            f"`python -m experiments.train --workdir={workdir}`")
+  if step is None:
+    return max(steps)
+  if step not in steps:
+    raise FileNotFoundError(f"no checkpoint for step {step} in {_directory(workdir)}; "
+                            f"available: {sorted(steps)}")
+  return step
+
+
+def restore(workdir: str, step: Optional[int] = None, *,
+            shardings=None) -> Tuple[TrainState, config_lib.Config]:
+  """Restores ``(train_state, config)`` from ``workdir`` (the newest checkpoint by default).
+
+  Works in a notebook with nothing but the workdir: the saved config rebuilds the state's
+  structure. ``shardings`` (a pytree of jax.sharding.Sharding matching the TrainState, e.g. from
+  ``jebm.parallel``) places the arrays on devices; by default they land on the default device.
+  """
+  step = _existing_step(workdir, step)
+  config = load_config(workdir, step)
+  target = jax.eval_shape(lambda: _to_saveable(config_lib.create_state(config)))
+  if shardings is not None:
+    target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), target,
+                          shardings)
+  with manager(workdir) as mngr:
+    restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
+  state = restored.state
+  return state.replace(rng=jax.random.wrap_key_data(state.rng)), config

@@ -1,0 +1,145 @@
+"""The description of a run: one flat, JSON-serialisable record, and how to build its parts.
+
+A checkpoint stores this record beside the train state, so a checkpoint alone rebuilds the model,
+the optimiser and the sampler settings (``jebm.checkpoint.restore``). Launchers turn every field
+into a command-line flag.
+"""
+import dataclasses
+import json
+from typing import Any, Dict, Optional, Tuple
+
+import flax.linen as nn
+import jax
+import optax
+
+from jebm import models, optim, train
+from jebm.langevin import LangevinConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """Every setting of a training run (see the presets in ``experiments/configs``).
+
+  Data: dataset (a ``jebm.data`` name), example_shape (filled in from the data), num_classes
+  (0 = unconditional; > 0: the energy is conditioned on class ids).
+  Model: model (a ``jebm.models.MODELS`` name), features (conv widths; MLP hidden sizes; unused
+  by the ResNet presets), activation, spectral_norm.
+  Sampler: langevin_steps, step_size, noise_scale, grad_clip (0 = none), clip_mode, x_min, x_max.
+  Objective and optimiser: l2_coeff, kl_coeff, kl_steps, learning_rate, warmup_steps, b1, b2.
+  Replay: buffer_capacity, reinit_prob, init_low, init_high (fresh chains ~ U[init_low, init_high)).
+  Run: batch_size (global), num_steps, seed, checkpoint_every, keep_checkpoints, log_every,
+  sample_every, max_energy (divergence guard: stop when |mean energy| exceeds it).
+  Evaluation: eval_langevin_steps (chain length when sampling from noise), eval_num_samples.
+  """
+
+  dataset: str = "digits"
+  example_shape: Tuple[int, ...] = ()
+  num_classes: int = 10
+  model: str = "conv"
+  features: Tuple[int, ...] = (64, 128)
+  activation: str = "swish"
+  spectral_norm: bool = False
+  langevin_steps: int = 40
+  step_size: float = 10.0
+  noise_scale: float = 0.005
+  grad_clip: float = 0.01
+  clip_mode: str = "elementwise"
+  x_min: float = 0.0
+  x_max: float = 1.0
+  l2_coeff: float = 1.0
+  kl_coeff: float = 0.0
+  kl_steps: int = 1
+  learning_rate: float = 3e-4
+  warmup_steps: int = 0
+  b1: float = 0.0
+  b2: float = 0.999
+  buffer_capacity: int = 10000
+  reinit_prob: float = 0.05
+  init_low: float = 0.0
+  init_high: float = 1.0
+  batch_size: int = 128
+  num_steps: int = 1000
+  seed: int = 0
+  checkpoint_every: int = 500
+  keep_checkpoints: int = 3
+  log_every: int = 50
+  sample_every: int = 500
+  max_energy: float = 1e4
+  eval_langevin_steps: int = 200
+  eval_num_samples: int = 1000
+
+  @property
+  def conditional(self) -> bool:
+    return self.num_classes > 0
+
+  def to_json(self) -> str:
+    return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+  @classmethod
+  def from_dict(cls, values: Dict[str, Any]) -> "Config":
+    """Builds a Config from a dict (e.g. parsed JSON); unknown keys raise ValueError."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+      raise ValueError(f"unknown config fields: {unknown}")
+    tuples = {k: tuple(v) for k, v in values.items() if isinstance(fields[k].default, tuple)}
+    return cls(**{**values, **tuples})
+
+
+# Fields that may change when a run is resumed: they do not change what the state means.
+RESUMABLE_FIELDS = ("num_steps", "checkpoint_every", "keep_checkpoints", "log_every",
+                    "sample_every", "max_energy", "eval_langevin_steps", "eval_num_samples")
+
+
+def mismatched_fields(saved: Config, current: Config) -> Dict[str, Tuple[Any, Any]]:
+  """Fields (other than RESUMABLE_FIELDS) whose values differ: {name: (saved, current)}."""
+  a, b = dataclasses.asdict(saved), dataclasses.asdict(current)
+  return {k: (a[k], b[k]) for k in a if k not in RESUMABLE_FIELDS and a[k] != b[k]}
+
+
+def build_model(config: Config) -> nn.Module:
+  """The energy network named by ``config.model``."""
+  num_classes = config.num_classes or None
+  kwargs = dict(num_classes=num_classes, activation=config.activation,
+                spectral_norm=config.spectral_norm)
+  if config.model == "conv":
+    kwargs["features"] = config.features
+  elif config.model == "mlp":
+    kwargs["hidden_sizes"] = config.features
+  return models.get_model(config.model, **kwargs)
+
+
+def build_optimizer(config: Config) -> optax.GradientTransformation:
+  """The IGEBM optimiser with an optional linear learning-rate warm-up."""
+  lr = config.learning_rate
+  if config.warmup_steps:
+    lr = optax.linear_schedule(0.0, lr, config.warmup_steps)
+  return optim.igebm_adam(lr, b1=config.b1, b2=config.b2)
+
+
+def langevin_config(config: Config, num_steps: Optional[int] = None) -> LangevinConfig:
+  """The sampler settings of the run (``num_steps`` overrides the chain length)."""
+  return LangevinConfig(
+      num_steps=config.langevin_steps if num_steps is None else num_steps,
+      step_size=config.step_size, noise_scale=config.noise_scale,
+      grad_clip=config.grad_clip or None, clip_mode=config.clip_mode,
+      x_min=config.x_min, x_max=config.x_max)
+
+
+def train_config(config: Config) -> train.TrainConfig:
+  """The training-step settings of the run; image data gets a uint8 replay buffer."""
+  images = len(config.example_shape) == 3
+  return train.TrainConfig(
+      langevin=langevin_config(config), l2_coeff=config.l2_coeff, kl_coeff=config.kl_coeff,
+      kl_steps=config.kl_steps, reinit_prob=config.reinit_prob,
+      buffer_capacity=config.buffer_capacity, buffer_dtype="uint8" if images else "float32",
+      init_low=config.init_low, init_high=config.init_high, conditional=config.conditional)
+
+
+def create_state(config: Config) -> train.TrainState:
+  """A fresh train state for ``config`` (seeded by ``config.seed``)."""
+  if not config.example_shape:
+    raise ValueError("Config.example_shape is empty: set it from the data before building the state")
+  return train.create_train_state(jax.random.key(config.seed), build_model(config),
+                                  build_optimizer(config), train_config(config),
+                                  config.example_shape)

@@ -1,0 +1,83 @@
+"""Samples from a trained EBM: Langevin chains from noise or from the replay buffer.
+
+This is what ``experiments/sample.py`` and the evaluators call, and what a notebook calls after
+``jebm.checkpoint.restore``.
+"""
+import dataclasses
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+
+from jebm import config as config_lib
+from jebm import langevin, replay
+from jebm.energy import EnergyFn, from_model
+from jebm.train import TrainState
+
+
+def energy_fn(state: TrainState, config: config_lib.Config) -> EnergyFn:
+  """The trained energy ``E(x [B, ...], y [B] or None) -> [B]`` of a state."""
+  return from_model(config_lib.build_model(config).apply, state.variables())
+
+
+def class_labels(config: config_lib.Config, num_per_class: int) -> Optional[jax.Array]:
+  """[num_classes * num_per_class] class ids, each repeated num_per_class times (None if
+  the model is unconditional)."""
+  if not config.conditional:
+    return None
+  return jnp.repeat(jnp.arange(config.num_classes), num_per_class)
+
+
+def chain_starts(rng_key: jax.Array, state: TrainState, config: config_lib.Config, num: int,
+                 init: str = "noise") -> jax.Array:
+  """``num`` chain starts [num, *example_shape]: uniform noise in [init_low, init_high), or
+  entries drawn from the state's replay buffer (``init="replay"``)."""
+  fresh = replay.uniform_init(config.init_low, config.init_high)
+  if init == "noise":
+    return fresh(rng_key, (num, *config.example_shape))
+  if init == "replay":
+    return replay.sample(rng_key, state.replay, num, init_fn=fresh, reinit_prob=0.0)[0]
+  raise ValueError(f"init must be 'noise' or 'replay', got {init!r}")
+
+
+def generate(rng_key: jax.Array, state: TrainState, config: config_lib.Config, *, num: int,
+             num_steps: Optional[int] = None, init: str = "noise",
+             labels: Optional[jax.Array] = None, sampler: Optional[langevin.LangevinConfig] = None):
+  """Runs Langevin chains on the trained energy.
+
+  Args:
+    rng_key: PRNG key.
+    state, config: a trained state and its config (e.g. from ``jebm.checkpoint.restore``).
+    num: number of chains.
+    num_steps: chain length (default ``config.eval_langevin_steps``).
+    init: "noise" or "replay" (see ``chain_starts``).
+    labels: [num] conditions for a conditional model (required then).
+    sampler: sampler settings overriding the run's (its num_steps is replaced by ``num_steps``).
+
+  Returns:
+    (samples [num, *example_shape] float32, SampleInfo of the chains).
+  """
+  if config.conditional and (labels is None or labels.shape[0] != num):
+    raise ValueError(f"a conditional model needs labels of shape [{num}], got "
+                     f"{None if labels is None else labels.shape}")
+  steps = config.eval_langevin_steps if num_steps is None else num_steps
+  sampler = config_lib.langevin_config(config, steps) if sampler is None else \
+      dataclasses.replace(sampler, num_steps=steps)
+  start_key, chain_key = jax.random.split(rng_key)
+  x0 = chain_starts(start_key, state, config, num, init)
+  return langevin.sample(chain_key, energy_fn(state, config), x0, sampler,
+                         y=labels if config.conditional else None)
+
+
+def generate_batched(rng_key: jax.Array, state: TrainState, config: config_lib.Config,
+                     labels: Optional[jax.Array], *, num: int, batch_size: int = 250,
+                     **kwargs) -> jax.Array:
+  """``generate`` in jitted chunks of at most ``batch_size`` chains (bounded memory); returns
+  samples [num, *example_shape]. ``labels`` [num] or None; kwargs go to ``generate``."""
+  run = jax.jit(generate, static_argnames=("config", "num", "num_steps", "init", "sampler"))
+  chunks = []
+  for i, start in enumerate(range(0, num, batch_size)):
+    n = min(batch_size, num - start)
+    y = None if labels is None else labels[start:start + n]
+    chunks.append(run(jax.random.fold_in(rng_key, i), state, config, num=n, labels=y, **kwargs)[0])
+  return jnp.concatenate(chunks)

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The test suite: set up a virtual environment with the test extra and run pytest on 2 emulated
+# CPU devices (tests/conftest.py). Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")"
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e ".[test]"
+.venv/bin/python -m pytest -q "$@"
