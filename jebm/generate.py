@@ -29,14 +29,28 @@ def class_labels(config: config_lib.Config, num_per_class: int) -> Optional[jax.
 
 
 def chain_starts(rng_key: jax.Array, state: TrainState, config: config_lib.Config, num: int,
-                 init: str = "noise") -> jax.Array:
-  """``num`` chain starts [num, *example_shape]: uniform noise in [init_low, init_high), or
-  entries drawn from the state's replay buffer (``init="replay"``)."""
+                 init: str = "noise", labels: Optional[jax.Array] = None):
+  """``num`` chain starts and their conditions.
+
+  ``init="noise"``: uniform noise in [init_low, init_high), conditioned on ``labels``.
+  ``init="replay"``: entries of the state's replay buffer, i.e. the model's persistent chains,
+  conditioned on the labels they were sampled under (``labels`` must be None).
+
+  Returns:
+    (x0 [num, *example_shape] float32, y0 [num] or None for unconditional models).
+  """
   fresh = replay.uniform_init(config.init_low, config.init_high)
   if init == "noise":
-    return fresh(rng_key, (num, *config.example_shape))
+    if config.conditional and (labels is None or labels.shape[0] != num):
+      raise ValueError(f"a conditional model needs labels of shape [{num}] to sample from noise, "
+                       f"got {None if labels is None else labels.shape}")
+    return fresh(rng_key, (num, *config.example_shape)), labels if config.conditional else None
   if init == "replay":
-    return replay.sample(rng_key, state.replay, num, init_fn=fresh, reinit_prob=0.0)[0]
+    if labels is not None:
+      raise ValueError("init='replay' continues the buffer's chains under their own labels; "
+                       "pass labels=None")
+    x0, y0, _ = replay.sample(rng_key, state.replay, num, init_fn=fresh, reinit_prob=0.0)
+    return x0, y0 if config.conditional else None
   raise ValueError(f"init must be 'noise' or 'replay', got {init!r}")
 
 
@@ -51,33 +65,33 @@ def generate(rng_key: jax.Array, state: TrainState, config: config_lib.Config, *
     num: number of chains.
     num_steps: chain length (default ``config.eval_langevin_steps``).
     init: "noise" or "replay" (see ``chain_starts``).
-    labels: [num] conditions for a conditional model (required then).
+    labels: [num] conditions for a conditional model started from noise.
     sampler: sampler settings overriding the run's (its num_steps is replaced by ``num_steps``).
 
   Returns:
-    (samples [num, *example_shape] float32, SampleInfo of the chains).
+    (samples [num, *example_shape] float32, their conditions [num] (None if unconditional)).
   """
-  if config.conditional and (labels is None or labels.shape[0] != num):
-    raise ValueError(f"a conditional model needs labels of shape [{num}], got "
-                     f"{None if labels is None else labels.shape}")
   steps = config.eval_langevin_steps if num_steps is None else num_steps
   sampler = config_lib.langevin_config(config, steps) if sampler is None else \
       dataclasses.replace(sampler, num_steps=steps)
   start_key, chain_key = jax.random.split(rng_key)
-  x0 = chain_starts(start_key, state, config, num, init)
-  return langevin.sample(chain_key, energy_fn(state, config), x0, sampler,
-                         y=labels if config.conditional else None)
+  x0, y0 = chain_starts(start_key, state, config, num, init, labels)
+  return langevin.sample(chain_key, energy_fn(state, config), x0, sampler, y=y0)[0], y0
 
 
-def generate_batched(rng_key: jax.Array, state: TrainState, config: config_lib.Config,
-                     labels: Optional[jax.Array], *, num: int, batch_size: int = 250,
-                     **kwargs) -> jax.Array:
-  """``generate`` in jitted chunks of at most ``batch_size`` chains (bounded memory); returns
-  samples [num, *example_shape]. ``labels`` [num] or None; kwargs go to ``generate``."""
+def generate_batched(rng_key: jax.Array, state: TrainState, config: config_lib.Config, *,
+                     num: int, labels: Optional[jax.Array] = None, batch_size: int = 250,
+                     **kwargs):
+  """``generate`` in jitted chunks of at most ``batch_size`` chains (bounded memory).
+
+  Returns (samples [num, *example_shape], conditions [num] or None); kwargs go to ``generate``.
+  """
   run = jax.jit(generate, static_argnames=("config", "num", "num_steps", "init", "sampler"))
-  chunks = []
+  samples, conditions = [], []
   for i, start in enumerate(range(0, num, batch_size)):
     n = min(batch_size, num - start)
     y = None if labels is None else labels[start:start + n]
-    chunks.append(run(jax.random.fold_in(rng_key, i), state, config, num=n, labels=y, **kwargs)[0])
-  return jnp.concatenate(chunks)
+    x, y = run(jax.random.fold_in(rng_key, i), state, config, num=n, labels=y, **kwargs)
+    samples.append(x)
+    conditions.append(y)
+  return jnp.concatenate(samples), None if conditions[0] is None else jnp.concatenate(conditions)

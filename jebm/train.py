@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import optax
 
 from jebm import langevin, losses, replay
+from jebm.data.pipeline import dequantize
 from jebm.energy import from_model
 from jebm.langevin import LangevinConfig
 
@@ -108,11 +109,10 @@ def create_train_state(rng_key: jax.Array, model: nn.Module, optimizer: optax.Gr
 
 
 def positive_examples(rng_key: jax.Array, images: jax.Array) -> jax.Array:
-  """Data batch -> float32 model inputs: uint8 images get the paper's uniform dequantisation,
-  (q + u) / 256 with u ~ U(0, 1), in [0, 1]; float data passes through."""
+  """Data batch -> float32 model inputs: uint8 images get the paper's uniform dequantisation
+  (``jebm.data.dequantize``), in [0, 1]; float data passes through."""
   if images.dtype == jnp.uint8:
-    u = jax.random.uniform(rng_key, images.shape, jnp.float32)
-    return (images.astype(jnp.float32) + u) / 256.0
+    return dequantize(rng_key, images)
   return images.astype(jnp.float32)
 
 

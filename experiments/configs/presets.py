@@ -20,8 +20,8 @@ _PAPER = Config(
 PRESETS = {
     # The main job: conditional EBM on scikit-learn's 8x8 digits, a few minutes on 2 CPU cores.
     "default": Config(
-        dataset="digits", num_classes=10, model="conv", features=(64, 128), activation="swish",
-        langevin_steps=20, step_size=10.0, noise_scale=0.005, grad_clip=0.01, l2_coeff=1.0,
+        dataset="digits", num_classes=10, model="conv", features=(32, 64), activation="swish",
+        langevin_steps=20, step_size=10.0, noise_scale=0.005, grad_clip=0.01, l2_coeff=0.1,
         learning_rate=1e-3, warmup_steps=100, buffer_capacity=10000, batch_size=128,
         num_steps=1500, checkpoint_every=500, log_every=100, sample_every=500,
         eval_langevin_steps=200, eval_num_samples=1000),

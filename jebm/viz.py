@@ -1,0 +1,181 @@
+"""Pictures for humans: image grids, the "chain start | sample | real" strip, energy histograms.
+
+Everything returns or writes uint8 images; PNGs are written atomically (a temp file in the same
+directory, then ``os.replace``), so a reader never sees half a file. Matplotlib is used only through
+its object-oriented API with the Agg canvas: no pyplot state, no display needed.
+"""
+import os
+import tempfile
+
+import numpy as np
+from PIL import Image
+
+
+def to_uint8(images) -> np.ndarray:
+  """Images as uint8: floats are taken to be in [0, 1] (clipped, scaled by 255 and rounded);
+  integer images are clipped to 0..255. Any shape."""
+  images = np.asarray(images)
+  if images.dtype == np.uint8:
+    return images
+  if np.issubdtype(images.dtype, np.integer) or images.dtype == bool:
+    return np.clip(images, 0, 255).astype(np.uint8)
+  return np.round(np.clip(np.nan_to_num(images), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def _as_nhwc(images, name="images"):
+  images = np.asarray(images)
+  if images.ndim == 3:  # [N, H, W] grey images.
+    images = images[..., None]
+  if images.ndim != 4 or images.shape[0] == 0:
+    raise ValueError(f"{name} must have shape [N, H, W, C] (or [N, H, W]) with N >= 1, got shape"
+                     f" {images.shape}")
+  return images
+
+
+def image_grid(images, *, ncol=None, pad=1, pad_value=0.5) -> np.ndarray:
+  """Tiles a batch of images into one image, row by row.
+
+  Args:
+    images: [N, H, W, C] (or [N, H, W]) floats in [0, 1] or uint8.
+    ncol: images per row; default ceil(sqrt(N)).
+    pad: pixels of padding between images and around the border.
+    pad_value: padding intensity in [0, 1] (grey by default, visible on black and white images).
+
+  Returns:
+    uint8 [rows * (H + pad) + pad, ncol * (W + pad) + pad, C]; C = 1 stays one grey channel.
+  """
+  images = to_uint8(_as_nhwc(images))
+  n, h, w, c = images.shape
+  ncol = int(np.ceil(np.sqrt(n))) if ncol is None else int(ncol)
+  if ncol < 1 or pad < 0:
+    raise ValueError(f"image_grid needs ncol >= 1 and pad >= 0, got ncol={ncol}, pad={pad}")
+  ncol = min(ncol, n)
+  nrow = -(-n // ncol)
+  fill = to_uint8(np.float32(pad_value))
+  grid = np.full((nrow * (h + pad) + pad, ncol * (w + pad) + pad, c), fill, np.uint8)
+  for i in range(n):
+    top, left = pad + (i // ncol) * (h + pad), pad + (i % ncol) * (w + pad)
+    grid[top:top + h, left:left + w] = images[i]
+  return grid
+
+
+def _to_channels(image, c):
+  return np.repeat(image, c, axis=-1) if image.shape[-1] == 1 and c > 1 else image
+
+
+def hstack_images(images, *, gap=4, pad_value=1.0) -> np.ndarray:
+  """Places uint8 images [H_i, W_i, C_i] side by side, top-aligned, ``gap`` pixels apart.
+
+  Shorter images are padded at the bottom; grey (C = 1) images are repeated to the largest C.
+
+  Returns:
+    uint8 [max H_i, sum W_i + gap * (n - 1), max C_i].
+  """
+  c = max(im.shape[-1] for im in images)
+  height = max(im.shape[0] for im in images)
+  fill = to_uint8(np.float32(pad_value))
+  parts = []
+  for i, im in enumerate(images):
+    im = _to_channels(im, c)
+    if i:
+      parts.append(np.full((height, gap, c), fill, np.uint8))
+    parts.append(np.pad(im, ((0, height - im.shape[0]), (0, 0), (0, 0)), constant_values=fill))
+  return np.concatenate(parts, axis=1)
+
+
+def chain_grid(starts, samples, reals, *, ncol=None, pad=1, gap=4) -> np.ndarray:
+  """The training picture: chain starts | Langevin samples | real data, as one uint8 image.
+
+  Args:
+    starts: [N, H, W, C] chain starts (replay buffer or noise), floats in [0, 1] or uint8.
+    samples: [N, H, W, C] the chains after Langevin dynamics.
+    reals: [M, H, W, C] real images, for comparison.
+    ncol: images per row in each panel; default ceil(sqrt(N)).
+    pad: padding inside each panel (see `image_grid`).
+    gap: white pixels between the panels.
+
+  Returns:
+    uint8 [H', W', C] with the three panels side by side (panels of different heights are
+    top-aligned).
+  """
+  ncol = int(np.ceil(np.sqrt(_as_nhwc(samples, "samples").shape[0]))) if ncol is None else ncol
+  grids = [image_grid(_as_nhwc(a, name), ncol=ncol, pad=pad)
+           for a, name in ((starts, "starts"), (samples, "samples"), (reals, "reals"))]
+  return hstack_images(grids, gap=gap)
+
+
+def _atomic_target(path):
+  path = os.fspath(path)
+  directory = os.path.dirname(path) or "."
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=os.path.splitext(path)[1])
+  os.close(fd)
+  return path, tmp
+
+
+def _write_atomically(path, write):
+  """Calls ``write(tmp_path)`` then moves the temp file to ``path``; returns ``path``."""
+  path, tmp = _atomic_target(path)
+  try:
+    write(tmp)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+  return path
+
+
+def save_png(path, image) -> str:
+  """Writes one image as a PNG, atomically, creating parent directories.
+
+  Args:
+    path: destination file.
+    image: uint8 (or float in [0, 1]) [H, W], [H, W, 1] (saved grey), [H, W, 3] or [H, W, 4].
+
+  Returns:
+    ``path`` as a str.
+  """
+  image = to_uint8(image)
+  if image.ndim == 3 and image.shape[-1] == 1:
+    image = image[..., 0]
+  if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] not in (3, 4)):
+    raise ValueError(f"save_png needs [H, W], [H, W, 1], [H, W, 3] or [H, W, 4], got {image.shape}")
+  pil = Image.fromarray(image)
+  return _write_atomically(path, lambda tmp: pil.save(tmp, format="PNG"))
+
+
+def save_histograms(path, named_values, title="", *, bins=50, xlabel="energy") -> str:
+  """Overlaid histograms (shared bins, densities) of a few sets of values, saved as a PNG.
+
+  Args:
+    path: destination PNG (written atomically, parent directories created).
+    named_values: dict name -> array of values (any shape, flattened; non-finite values are
+      dropped and counted in the legend).
+    title: figure title.
+    bins: number of shared bins.
+    xlabel: label of the x axis.
+
+  Returns:
+    ``path`` as a str.
+  """
+  from matplotlib.figure import Figure  # Object-oriented API: renders with Agg, no pyplot.
+
+  if not named_values:
+    raise ValueError("save_histograms needs at least one named set of values")
+  values = {k: np.asarray(v, np.float64).reshape(-1) for k, v in named_values.items()}
+  finite = {k: v[np.isfinite(v)] for k, v in values.items()}
+  pooled = np.concatenate(list(finite.values()))
+  edges = np.histogram_bin_edges(pooled if pooled.size else np.zeros(1), bins=bins)
+  fig = Figure(figsize=(6, 4), dpi=100)
+  ax = fig.add_subplot()
+  for name, v in finite.items():
+    dropped = values[name].size - v.size
+    label = f"{name} (n={v.size}" + (f", {dropped} non-finite)" if dropped else ")")
+    ax.hist(v, bins=edges, density=bool(v.size), alpha=0.5, label=label)
+  ax.set_title(title)
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel("density")
+  ax.legend()
+  fig.tight_layout()
+  return _write_atomically(path, lambda tmp: fig.savefig(tmp, format="png"))
