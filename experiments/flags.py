@@ -1,4 +1,5 @@
 """absl flags shared by the launchers: one flag per ``jebm.config.Config`` field, plus paths."""
+
 import dataclasses
 import logging as std_logging
 import os
@@ -12,7 +13,9 @@ from jebm.config import Config
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("workdir", None, "Folder that holds everything of the run.", required=True)
-flags.DEFINE_string("data_dir", None, "TFDS data dir (default: $JEBM_DATA_DIR or ~/tensorflow_datasets).")
+flags.DEFINE_string(
+  "data_dir", None, "TFDS data dir (default: $JEBM_DATA_DIR or ~/tensorflow_datasets)."
+)
 flags.DEFINE_string("manual_dir", None, "Folder of the MNIST IDX files (default: $JEBM_MNIST_DIR).")
 
 
@@ -40,7 +43,9 @@ def config_overrides() -> dict:
   for field in dataclasses.fields(Config):
     if field.name in FLAGS and FLAGS[field.name].present:
       value = FLAGS[field.name].value
-      overrides[field.name] = tuple(int(v) for v in value) if isinstance(field.default, tuple) else value
+      overrides[field.name] = (
+        tuple(int(v) for v in value) if isinstance(field.default, tuple) else value
+      )
   return overrides
 
 
@@ -55,5 +60,7 @@ def quiet_library_logs() -> None:
   """Keeps orbax's and tfds's INFO chatter out of the run's log (warnings still show)."""
   noisy = ("/orbax/", "/tensorflow_datasets/", "/absl/logging")
   absl_logging.get_absl_handler().addFilter(
-      lambda record: record.levelno >= std_logging.WARNING
-      or not any(part in record.pathname for part in noisy))
+    lambda record: (
+      record.levelno >= std_logging.WARNING or not any(part in record.pathname for part in noisy)
+    )
+  )

@@ -4,11 +4,11 @@ r"""Generates samples from a checkpoint:
 Conditional models get N samples per class. Writes F.npz (``images`` uint8 NHWC, ``labels`` int,
 -1 for unconditional) and a PNG grid beside it (F.png).
 """
+
 import dataclasses
 import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 
@@ -18,8 +18,12 @@ from jebm import checkpoint, generate, replay, viz
 flags.DEFINE_integer("num_samples", 8, "Samples (per class for conditional models).")
 flags.DEFINE_string("out", None, "Output .npz (default: <workdir>/samples/samples.npz).")
 flags.DEFINE_integer("steps", None, "Langevin steps (default: the config's eval_langevin_steps).")
-flags.DEFINE_enum("init", "noise", ["noise", "replay"],
-                  "Chain starts: uniform noise, or the replay buffer's chains (under their own labels).")
+flags.DEFINE_enum(
+  "init",
+  "noise",
+  ["noise", "replay"],
+  "Chain starts: uniform noise, or the replay buffer's chains (under their own labels).",
+)
 flags.DEFINE_float("step_size", None, "Override the saved Langevin step size.")
 flags.DEFINE_float("noise_scale", None, "Override the saved Langevin noise scale.")
 flags.DEFINE_integer("checkpoint_step", None, "Checkpoint to restore (default: the newest).")
@@ -35,8 +39,15 @@ def main(argv):
   config = dataclasses.replace(config, **overrides)
   labels = generate.class_labels(config, FLAGS.num_samples) if FLAGS.init == "noise" else None
   num = FLAGS.num_samples * max(config.num_classes, 1)
-  samples, labels = generate.generate_batched(jax.random.key(FLAGS.seed), state, config, num=num,
-                                              labels=labels, num_steps=FLAGS.steps, init=FLAGS.init)
+  samples, labels = generate.generate_batched(
+    jax.random.key(FLAGS.seed),
+    state,
+    config,
+    num=num,
+    labels=labels,
+    num_steps=FLAGS.steps,
+    init=FLAGS.init,
+  )
   if labels is not None:  # sort by class for the grid (replay chains come in random classes)
     order = np.argsort(np.asarray(labels), kind="stable")
     samples, labels = samples[order], labels[order]
@@ -46,7 +57,12 @@ def main(argv):
   np.savez(out, images=images, labels=np.full((num,), -1) if labels is None else np.asarray(labels))
   png = os.path.splitext(out)[0] + ".png"
   if images.ndim == 4:
-    viz.save_png(png, viz.image_grid(images, ncol=FLAGS.num_samples if FLAGS.init == "noise" and labels is not None else None))
+    viz.save_png(
+      png,
+      viz.image_grid(
+        images, ncol=FLAGS.num_samples if FLAGS.init == "noise" and labels is not None else None
+      ),
+    )
   logging.info("Wrote %d samples to %s and %s", num, out, png)
 
 

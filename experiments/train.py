@@ -3,6 +3,7 @@ r"""Trains an EBM: ``python -m experiments.train --preset=default --workdir=work
 Every Config field is a flag that overrides the preset, e.g. ``--num_steps=200 --step_size=5``.
 Re-running the same command resumes from the newest checkpoint in the workdir.
 """
+
 import dataclasses
 
 from absl import app, flags, logging

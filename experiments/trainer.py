@@ -7,13 +7,13 @@ Everything of a run lives in its workdir:
   events.out.tfevents.*  TensorBoard scalars and sample images
 Re-running the same command on the same workdir resumes from the newest checkpoint.
 """
+
 import dataclasses
 import os
 import time
 from typing import Dict, Optional
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
@@ -27,7 +27,9 @@ class DivergenceError(RuntimeError):
   """Training stopped because the loss or energies left the sane range."""
 
 
-def load_train_data(config: config_lib.Config, data_dir=None, manual_dir=None) -> Dict[str, np.ndarray]:
+def load_train_data(
+  config: config_lib.Config, data_dir=None, manual_dir=None
+) -> Dict[str, np.ndarray]:
   """The training split as arrays, with ``config.example_shape`` checked against it."""
   arrays = data.arrays(config.dataset, "train", data_dir=data_dir, manual_dir=manual_dir)
   shape = tuple(arrays["image"].shape[1:])
@@ -57,9 +59,13 @@ def restore_or_create(workdir: str, config: config_lib.Config, mesh):
   saved = checkpoint.load_config(workdir)
   mismatch = config_lib.mismatched_fields(saved, config)
   if mismatch:
-    lines = "\n".join(f"  {k}: checkpoint has {a!r}, flags give {b!r}" for k, (a, b) in mismatch.items())
-    raise ValueError(f"the checkpoint in {workdir} was made with a different config:\n{lines}\n"
-                     "Use the same flags to resume, or a new --workdir to start afresh.")
+    lines = "\n".join(
+      f"  {k}: checkpoint has {a!r}, flags give {b!r}" for k, (a, b) in mismatch.items()
+    )
+    raise ValueError(
+      f"the checkpoint in {workdir} was made with a different config:\n{lines}\n"
+      "Use the same flags to resume, or a new --workdir to start afresh."
+    )
   state, _ = checkpoint.restore(workdir, shardings=shardings)
   logging.info("Resumed from step %d of %s", int(state.step), workdir)
   return state
@@ -73,9 +79,10 @@ def check_divergence(metrics: Dict[str, float], step: int, max_energy: float) ->
       bad[k] = metrics[k]
   if bad:
     raise DivergenceError(
-        f"training diverged at step {step}: {bad} (bound |energy| <= {max_energy}). The newest "
-        "checkpoint is from before; resume from it with a lower --learning_rate or --step_size, "
-        "or a higher --l2_coeff.")
+      f"training diverged at step {step}: {bad} (bound |energy| <= {max_energy}). The newest "
+      "checkpoint is from before; resume from it with a lower --learning_rate or --step_size, "
+      "or a higher --l2_coeff."
+    )
 
 
 def make_sample_grid_fn(config: config_lib.Config, num: int):
@@ -85,60 +92,100 @@ def make_sample_grid_fn(config: config_lib.Config, num: int):
   @jax.jit
   def grid_images(state, images, labels):
     rng = jax.random.split(state.rng)[1]  # a stream apart from the training steps' fold_in keys
-    x0, y0, _ = replay.sample(rng, state.replay, num, init_fn=replay.uniform_init(
-        config.init_low, config.init_high), reinit_prob=tconfig.reinit_prob, fresh_labels=labels)
+    x0, y0, _ = replay.sample(
+      rng,
+      state.replay,
+      num,
+      init_fn=replay.uniform_init(config.init_low, config.init_high),
+      reinit_prob=tconfig.reinit_prob,
+      fresh_labels=labels,
+    )
     energy = from_model(model.apply, state.variables())
     x, _ = langevin.sample(rng, energy, x0, tconfig.langevin, y=y0 if config.conditional else None)
     return x0, x, train_lib.positive_examples(rng, images)
 
   def grid(state, batch):
-    starts, samples, reals = jax.device_get(grid_images(state, batch["image"][:num],
-                                                       batch["label"][:num]))
+    starts, samples, reals = jax.device_get(
+      grid_images(state, batch["image"][:num], batch["label"][:num])
+    )
     return viz.chain_grid(starts, samples, reals)
 
   return grid
 
 
-def train_and_evaluate(config: config_lib.Config, workdir: str, *, data_dir: Optional[str] = None,
-                       manual_dir: Optional[str] = None) -> train_lib.TrainState:
+def train_and_evaluate(
+  config: config_lib.Config,
+  workdir: str,
+  *,
+  data_dir: Optional[str] = None,
+  manual_dir: Optional[str] = None,
+) -> train_lib.TrainState:
   """Trains ``config`` in ``workdir`` (resuming if it holds a checkpoint); returns the final state."""
   os.makedirs(workdir, exist_ok=True)
   arrays = load_train_data(config, data_dir, manual_dir)
   config = dataclasses.replace(config, example_shape=tuple(arrays["image"].shape[1:]))
   mesh = parallel.make_mesh()
   if config.batch_size % mesh.size:
-    raise ValueError(f"--batch_size={config.batch_size} must be divisible by the {mesh.size} devices")
+    raise ValueError(
+      f"--batch_size={config.batch_size} must be divisible by the {mesh.size} devices"
+    )
   state = restore_or_create(workdir, config, mesh)
   if jax.process_index() == 0:
     write_config(workdir, config)
   step_fn = parallel.data_parallel(
-      train_lib.make_train_step(config_lib.build_model(config), config_lib.build_optimizer(config),
-                                config_lib.train_config(config), axis_name=parallel.AXIS), mesh)
+    train_lib.make_train_step(
+      config_lib.build_model(config),
+      config_lib.build_optimizer(config),
+      config_lib.train_config(config),
+      axis_name=parallel.AXIS,
+    ),
+    mesh,
+  )
   is_image = len(config.example_shape) == 3
   sample_grid = make_sample_grid_fn(config, num=min(16, config.batch_size)) if is_image else None
   writer = _summary_writer(workdir)
   start = int(state.step)
-  batches = data.batches(arrays, config.batch_size // jax.process_count(), seed=config.seed,
-                         start_step=start)
+  batches = data.batches(
+    arrays, config.batch_size // jax.process_count(), seed=config.seed, start_step=start
+  )
   with checkpoint.manager(workdir, keep=config.keep_checkpoints) as mngr:
     t0 = time.time()
     for step in range(start + 1, config.num_steps + 1):
       batch = next(batches)
       state, metrics = step_fn(state, parallel.shard_batch(batch, mesh))
-      jax.block_until_ready(state)  # see DESIGN.md: back-to-back collectives on CPU can deadlock
-      if step % config.log_every == 0 or step == config.num_steps:
-        values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        check_divergence(values, step, config.max_energy)
-        logging.info("step %d/%d  %s  loss %.4f  E+ %.3f  E- %.3f", step, config.num_steps,
-                     _progress(start, step, config.num_steps, t0), values["loss"], values["energy_pos"], values["energy_neg"])
+      # Reading the metrics every step also blocks on it (on CPU, back-to-back collectives of
+      # several devices can deadlock, see DESIGN.md) and lets the guard stop before a NaN is saved.
+      values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+      check_divergence(values, step, config.max_energy)
+      out_of_time = (
+        bool(config.time_limit_minutes) and time.time() - t0 > 60 * config.time_limit_minutes
+      )
+      last = step == config.num_steps or out_of_time
+      if step % config.log_every == 0 or last:
+        logging.info(
+          "step %d/%d  %s  loss %.4f  E+ %.3f  E- %.3f",
+          step,
+          config.num_steps,
+          _progress(start, step, config.num_steps, t0),
+          values["loss"],
+          values["energy_pos"],
+          values["energy_neg"],
+        )
         for k, v in values.items():
           writer.add_scalar(f"train/{k}", v, step)
-      if sample_grid is not None and (step % config.sample_every == 0 or step == config.num_steps):
+      if sample_grid is not None and (step % config.sample_every == 0 or last):
         image = sample_grid(state, batch)
         viz.save_png(os.path.join(workdir, "samples", f"step_{step:07d}.png"), image)
         writer.add_image("samples", image, step, dataformats="HWC")
-      if step % config.checkpoint_every == 0 or step == config.num_steps:
+      if step % config.checkpoint_every == 0 or last:
         checkpoint.save(mngr, state, config)
+      if out_of_time:
+        logging.info(
+          "Stopping at step %d: the time limit of %s minutes is reached",
+          step,
+          config.time_limit_minutes,
+        )
+        break
     mngr.wait_until_finished()
   writer.close()
   return state
@@ -147,6 +194,7 @@ def train_and_evaluate(config: config_lib.Config, workdir: str, *, data_dir: Opt
 def _summary_writer(workdir: str):
   """TensorBoard event writer (tensorboardX: no TensorFlow needed)."""
   from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+
   return SummaryWriter(workdir, flush_secs=30)
 
 

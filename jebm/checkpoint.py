@@ -5,6 +5,7 @@ step) plus the run's Config as JSON, under ``<workdir>/checkpoints/<step>``. Orb
 into a temporary folder and renames it when complete, so a run killed mid-write leaves the previous
 checkpoint intact, and restoring never sees a partial one.
 """
+
 import dataclasses
 import os
 from typing import Optional, Tuple
@@ -23,8 +24,7 @@ def _directory(workdir: str) -> str:
 def manager(workdir: str, keep: int = 3) -> ocp.CheckpointManager:
   """An orbax CheckpointManager for ``<workdir>/checkpoints`` keeping the ``keep`` newest."""
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-  return ocp.CheckpointManager(_directory(workdir), options=options,
-                               item_names=("state", "config"))
+  return ocp.CheckpointManager(_directory(workdir), options=options, item_names=("state", "config"))
 
 
 def _to_saveable(state: TrainState) -> TrainState:
@@ -34,9 +34,13 @@ def _to_saveable(state: TrainState) -> TrainState:
 def save(mngr: ocp.CheckpointManager, state: TrainState, config: config_lib.Config) -> None:
   """Saves ``state`` and ``config`` at step ``state.step`` (asynchronously: call
   ``mngr.wait_until_finished()`` before exiting)."""
-  mngr.save(int(state.step), args=ocp.args.Composite(
+  mngr.save(
+    int(state.step),
+    args=ocp.args.Composite(
       state=ocp.args.StandardSave(_to_saveable(state)),
-      config=ocp.args.JsonSave(dataclasses.asdict(config))))
+      config=ocp.args.JsonSave(dataclasses.asdict(config)),
+    ),
+  )
 
 
 def latest_step(workdir: str) -> Optional[int]:
@@ -55,20 +59,26 @@ def load_config(workdir: str, step: Optional[int] = None) -> config_lib.Config:
 
 
 def _existing_step(workdir: str, step: Optional[int]) -> int:
-  steps = [] if latest_step(workdir) is None else ocp.CheckpointManager(_directory(workdir)).all_steps()
+  steps = (
+    [] if latest_step(workdir) is None else ocp.CheckpointManager(_directory(workdir)).all_steps()
+  )
   if not steps:
-    raise FileNotFoundError(f"no checkpoint in {_directory(workdir)}: train one first with "
-                            f"`python -m experiments.train --workdir={workdir}`")
+    raise FileNotFoundError(
+      f"no checkpoint in {_directory(workdir)}: train one first with "
+      f"`python -m experiments.train --workdir={workdir}`"
+    )
   if step is None:
     return max(steps)
   if step not in steps:
-    raise FileNotFoundError(f"no checkpoint for step {step} in {_directory(workdir)}; "
-                            f"available: {sorted(steps)}")
+    raise FileNotFoundError(
+      f"no checkpoint for step {step} in {_directory(workdir)}; available: {sorted(steps)}"
+    )
   return step
 
 
-def restore(workdir: str, step: Optional[int] = None, *,
-            shardings=None) -> Tuple[TrainState, config_lib.Config]:
+def restore(
+  workdir: str, step: Optional[int] = None, *, shardings=None
+) -> Tuple[TrainState, config_lib.Config]:
   """Restores ``(train_state, config)`` from ``workdir`` (the newest checkpoint by default).
 
   Works in a notebook with nothing but the workdir: the saved config rebuilds the state's
@@ -79,8 +89,9 @@ def restore(workdir: str, step: Optional[int] = None, *,
   config = load_config(workdir, step)
   target = jax.eval_shape(lambda: _to_saveable(config_lib.create_state(config)))
   if shardings is not None:
-    target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), target,
-                          shardings)
+    target = jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), target, shardings
+    )
   with manager(workdir) as mngr:
     restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
   state = restored.state

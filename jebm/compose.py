@@ -8,6 +8,7 @@ With p_i(x) ∝ exp(-E_i(x)):
 - ``condition``: fixes the condition y of a conditional energy.
 All shapes are as in ``jebm.energy``: x [B, ...] -> energies [B].
 """
+
 from typing import Optional, Sequence
 
 import jax

@@ -4,6 +4,7 @@ A checkpoint stores this record beside the train state, so a checkpoint alone re
 the optimiser and the sampler settings (``jebm.checkpoint.restore``). Launchers turn every field
 into a command-line flag.
 """
+
 import dataclasses
 import json
 from typing import Any, Dict, Optional, Tuple
@@ -28,7 +29,8 @@ class Config:
   Objective and optimiser: l2_coeff, kl_coeff, kl_steps, learning_rate, warmup_steps, b1, b2.
   Replay: buffer_capacity, reinit_prob, init_low, init_high (fresh chains ~ U[init_low, init_high)).
   Run: batch_size (global), num_steps, seed, checkpoint_every, keep_checkpoints, log_every,
-  sample_every, max_energy (divergence guard: stop when |mean energy| exceeds it).
+  sample_every, max_energy (divergence guard: stop when |mean energy| exceeds it),
+  time_limit_minutes (stop early, with a checkpoint, after this much wall time; 0 = no limit).
   Evaluation: eval_langevin_steps (chain length when sampling from noise), eval_num_samples.
   """
 
@@ -65,6 +67,7 @@ class Config:
   log_every: int = 50
   sample_every: int = 500
   max_energy: float = 1e4
+  time_limit_minutes: float = 0.0
   eval_langevin_steps: int = 200
   eval_num_samples: int = 1000
 
@@ -87,8 +90,17 @@ class Config:
 
 
 # Fields that may change when a run is resumed: they do not change what the state means.
-RESUMABLE_FIELDS = ("num_steps", "checkpoint_every", "keep_checkpoints", "log_every",
-                    "sample_every", "max_energy", "eval_langevin_steps", "eval_num_samples")
+RESUMABLE_FIELDS = (
+  "num_steps",
+  "checkpoint_every",
+  "keep_checkpoints",
+  "log_every",
+  "sample_every",
+  "max_energy",
+  "time_limit_minutes",
+  "eval_langevin_steps",
+  "eval_num_samples",
+)
 
 
 def mismatched_fields(saved: Config, current: Config) -> Dict[str, Tuple[Any, Any]]:
@@ -100,8 +112,9 @@ def mismatched_fields(saved: Config, current: Config) -> Dict[str, Tuple[Any, An
 def build_model(config: Config) -> nn.Module:
   """The energy network named by ``config.model``."""
   num_classes = config.num_classes or None
-  kwargs = dict(num_classes=num_classes, activation=config.activation,
-                spectral_norm=config.spectral_norm)
+  kwargs = dict(
+    num_classes=num_classes, activation=config.activation, spectral_norm=config.spectral_norm
+  )
   if config.model == "conv":
     kwargs["features"] = config.features
   elif config.model == "mlp":
@@ -120,26 +133,43 @@ def build_optimizer(config: Config) -> optax.GradientTransformation:
 def langevin_config(config: Config, num_steps: Optional[int] = None) -> LangevinConfig:
   """The sampler settings of the run (``num_steps`` overrides the chain length)."""
   return LangevinConfig(
-      num_steps=config.langevin_steps if num_steps is None else num_steps,
-      step_size=config.step_size, noise_scale=config.noise_scale,
-      grad_clip=config.grad_clip or None, clip_mode=config.clip_mode,
-      x_min=config.x_min, x_max=config.x_max)
+    num_steps=config.langevin_steps if num_steps is None else num_steps,
+    step_size=config.step_size,
+    noise_scale=config.noise_scale,
+    grad_clip=config.grad_clip or None,
+    clip_mode=config.clip_mode,
+    x_min=config.x_min,
+    x_max=config.x_max,
+  )
 
 
 def train_config(config: Config) -> train.TrainConfig:
   """The training-step settings of the run; image data gets a uint8 replay buffer."""
   images = len(config.example_shape) == 3
   return train.TrainConfig(
-      langevin=langevin_config(config), l2_coeff=config.l2_coeff, kl_coeff=config.kl_coeff,
-      kl_steps=config.kl_steps, reinit_prob=config.reinit_prob,
-      buffer_capacity=config.buffer_capacity, buffer_dtype="uint8" if images else "float32",
-      init_low=config.init_low, init_high=config.init_high, conditional=config.conditional)
+    langevin=langevin_config(config),
+    l2_coeff=config.l2_coeff,
+    kl_coeff=config.kl_coeff,
+    kl_steps=config.kl_steps,
+    reinit_prob=config.reinit_prob,
+    buffer_capacity=config.buffer_capacity,
+    buffer_dtype="uint8" if images else "float32",
+    init_low=config.init_low,
+    init_high=config.init_high,
+    conditional=config.conditional,
+  )
 
 
 def create_state(config: Config) -> train.TrainState:
   """A fresh train state for ``config`` (seeded by ``config.seed``)."""
   if not config.example_shape:
-    raise ValueError("Config.example_shape is empty: set it from the data before building the state")
-  return train.create_train_state(jax.random.key(config.seed), build_model(config),
-                                  build_optimizer(config), train_config(config),
-                                  config.example_shape)
+    raise ValueError(
+      "Config.example_shape is empty: set it from the data before building the state"
+    )
+  return train.create_train_state(
+    jax.random.key(config.seed),
+    build_model(config),
+    build_optimizer(config),
+    train_config(config),
+    config.example_shape,
+  )

@@ -3,6 +3,7 @@
 An energy fn maps a batch ``x`` of shape [B, ...] (and an optional condition ``y`` of shape
 [B, ...]) to energies of shape [B]. The model is p(x) ∝ exp(-E(x)): low energy means likely.
 """
+
 from typing import Any, Callable, Optional, Protocol
 
 import jax
@@ -12,8 +13,7 @@ import jax.numpy as jnp
 class EnergyFn(Protocol):
   """``energy_fn(x, y=None) -> energies``: x [B, ...], y [B, ...] or None, energies [B]."""
 
-  def __call__(self, x: jax.Array, y: Optional[jax.Array] = None) -> jax.Array:
-    ...
+  def __call__(self, x: jax.Array, y: Optional[jax.Array] = None) -> jax.Array: ...
 
 
 def check_energies(energies: jax.Array, x: jax.Array, name: str = "energy_fn") -> jax.Array:
@@ -26,8 +26,8 @@ def check_energies(energies: jax.Array, x: jax.Array, name: str = "energy_fn") -
   expected = (jnp.shape(x)[0],)
   if jnp.shape(energies) != expected:
     raise ValueError(
-        f"{name} must return one energy per example, shape {expected} for x of shape "
-        f"{jnp.shape(x)}; it returned shape {jnp.shape(energies)}"
+      f"{name} must return one energy per example, shape {expected} for x of shape "
+      f"{jnp.shape(x)}; it returned shape {jnp.shape(energies)}"
     )
   return energies
 

@@ -3,6 +3,7 @@
 This is what ``experiments/sample.py`` and the evaluators call, and what a notebook calls after
 ``jebm.checkpoint.restore``.
 """
+
 import dataclasses
 from typing import Optional
 
@@ -28,8 +29,14 @@ def class_labels(config: config_lib.Config, num_per_class: int) -> Optional[jax.
   return jnp.repeat(jnp.arange(config.num_classes), num_per_class)
 
 
-def chain_starts(rng_key: jax.Array, state: TrainState, config: config_lib.Config, num: int,
-                 init: str = "noise", labels: Optional[jax.Array] = None):
+def chain_starts(
+  rng_key: jax.Array,
+  state: TrainState,
+  config: config_lib.Config,
+  num: int,
+  init: str = "noise",
+  labels: Optional[jax.Array] = None,
+):
   """``num`` chain starts and their conditions.
 
   ``init="noise"``: uniform noise in [init_low, init_high), conditioned on ``labels``.
@@ -42,21 +49,32 @@ def chain_starts(rng_key: jax.Array, state: TrainState, config: config_lib.Confi
   fresh = replay.uniform_init(config.init_low, config.init_high)
   if init == "noise":
     if config.conditional and (labels is None or labels.shape[0] != num):
-      raise ValueError(f"a conditional model needs labels of shape [{num}] to sample from noise, "
-                       f"got {None if labels is None else labels.shape}")
+      raise ValueError(
+        f"a conditional model needs labels of shape [{num}] to sample from noise, "
+        f"got {None if labels is None else labels.shape}"
+      )
     return fresh(rng_key, (num, *config.example_shape)), labels if config.conditional else None
   if init == "replay":
     if labels is not None:
-      raise ValueError("init='replay' continues the buffer's chains under their own labels; "
-                       "pass labels=None")
+      raise ValueError(
+        "init='replay' continues the buffer's chains under their own labels; pass labels=None"
+      )
     x0, y0, _ = replay.sample(rng_key, state.replay, num, init_fn=fresh, reinit_prob=0.0)
     return x0, y0 if config.conditional else None
   raise ValueError(f"init must be 'noise' or 'replay', got {init!r}")
 
 
-def generate(rng_key: jax.Array, state: TrainState, config: config_lib.Config, *, num: int,
-             num_steps: Optional[int] = None, init: str = "noise",
-             labels: Optional[jax.Array] = None, sampler: Optional[langevin.LangevinConfig] = None):
+def generate(
+  rng_key: jax.Array,
+  state: TrainState,
+  config: config_lib.Config,
+  *,
+  num: int,
+  num_steps: Optional[int] = None,
+  init: str = "noise",
+  labels: Optional[jax.Array] = None,
+  sampler: Optional[langevin.LangevinConfig] = None,
+):
   """Runs Langevin chains on the trained energy.
 
   Args:
@@ -72,16 +90,26 @@ def generate(rng_key: jax.Array, state: TrainState, config: config_lib.Config, *
     (samples [num, *example_shape] float32, their conditions [num] (None if unconditional)).
   """
   steps = config.eval_langevin_steps if num_steps is None else num_steps
-  sampler = config_lib.langevin_config(config, steps) if sampler is None else \
-      dataclasses.replace(sampler, num_steps=steps)
+  sampler = (
+    config_lib.langevin_config(config, steps)
+    if sampler is None
+    else dataclasses.replace(sampler, num_steps=steps)
+  )
   start_key, chain_key = jax.random.split(rng_key)
   x0, y0 = chain_starts(start_key, state, config, num, init, labels)
   return langevin.sample(chain_key, energy_fn(state, config), x0, sampler, y=y0)[0], y0
 
 
-def generate_batched(rng_key: jax.Array, state: TrainState, config: config_lib.Config, *,
-                     num: int, labels: Optional[jax.Array] = None, batch_size: int = 250,
-                     **kwargs):
+def generate_batched(
+  rng_key: jax.Array,
+  state: TrainState,
+  config: config_lib.Config,
+  *,
+  num: int,
+  labels: Optional[jax.Array] = None,
+  batch_size: int = 250,
+  **kwargs,
+):
   """``generate`` in jitted chunks of at most ``batch_size`` chains (bounded memory).
 
   Returns (samples [num, *example_shape], conditions [num] or None); kwargs go to ``generate``.
@@ -90,7 +118,7 @@ def generate_batched(rng_key: jax.Array, state: TrainState, config: config_lib.C
   samples, conditions = [], []
   for i, start in enumerate(range(0, num, batch_size)):
     n = min(batch_size, num - start)
-    y = None if labels is None else labels[start:start + n]
+    y = None if labels is None else labels[start : start + n]
     x, y = run(jax.random.fold_in(rng_key, i), state, config, num=n, labels=y, **kwargs)
     samples.append(x)
     conditions.append(y)

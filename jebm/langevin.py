@@ -16,6 +16,7 @@ Langevin dynamics at temperature 1, whose samples approach p(x) ∝ exp(-E(x)) a
 Setting ``metropolis=True`` adds a Metropolis-Hastings correction (MALA), which makes the chain exact
 for any step size: p(x) restricted to the box [x_min, x_max] (proposals outside are rejected).
 """
+
 import dataclasses
 from typing import NamedTuple, Optional
 
@@ -52,7 +53,9 @@ class LangevinConfig:
   metropolis: bool = False
 
   def __post_init__(self):
-    if not isinstance(self.num_steps, int) or isinstance(self.num_steps, bool) or self.num_steps < 0:
+    if (
+      not isinstance(self.num_steps, int) or isinstance(self.num_steps, bool) or self.num_steps < 0
+    ):
       raise ValueError(f"LangevinConfig.num_steps must be an int ≥ 0, got {self.num_steps!r}")
     if not self.step_size > 0:
       raise ValueError(f"LangevinConfig.step_size must be > 0, got {self.step_size!r}")
@@ -61,9 +64,13 @@ class LangevinConfig:
     if self.grad_clip is not None and not self.grad_clip > 0:
       raise ValueError(f"LangevinConfig.grad_clip must be None or > 0, got {self.grad_clip!r}")
     if self.clip_mode not in CLIP_MODES:
-      raise ValueError(f"LangevinConfig.clip_mode must be one of {CLIP_MODES}, got {self.clip_mode!r}")
+      raise ValueError(
+        f"LangevinConfig.clip_mode must be one of {CLIP_MODES}, got {self.clip_mode!r}"
+      )
     if self.x_min is not None and self.x_max is not None and not self.x_min < self.x_max:
-      raise ValueError(f"LangevinConfig needs x_min < x_max, got x_min={self.x_min}, x_max={self.x_max}")
+      raise ValueError(
+        f"LangevinConfig needs x_min < x_max, got x_min={self.x_min}, x_max={self.x_max}"
+      )
     if self.metropolis and self.noise_scale == 0:
       raise ValueError("LangevinConfig.noise_scale must be > 0 when metropolis=True")
 
@@ -115,8 +122,10 @@ def _check_x(x: jax.Array) -> jax.Array:
   if x.ndim < 2:
     raise ValueError(f"Langevin chains need x of shape [B, ...] with B chains, got shape {x.shape}")
   if not jnp.issubdtype(x.dtype, jnp.floating):
-    raise ValueError(f"Langevin chains need floating-point x, got dtype {x.dtype}; "
-                     "convert uint8 images to float in [0, 1] first")
+    raise ValueError(
+      f"Langevin chains need floating-point x, got dtype {x.dtype}; "
+      "convert uint8 images to float in [0, 1] first"
+    )
   return x
 
 
@@ -155,16 +164,20 @@ def _mala_step(rng_key, state, energy_fn, config, mask):
   noise = config.noise_scale * jax.random.normal(noise_key, x.shape, x.dtype)
   proposal = _masked(mask, x - config.step_size * clip_grad(grad, config) + noise, x)
   proposal_energy, proposal_grad = energy_and_grad(energy_fn, proposal)
-  log_ratio = (energy - proposal_energy
-               + _log_proposal(x, proposal, proposal_grad, config, mask)
-               - _log_proposal(proposal, x, grad, config, mask))
+  log_ratio = (
+    energy
+    - proposal_energy
+    + _log_proposal(x, proposal, proposal_grad, config, mask)
+    - _log_proposal(proposal, x, grad, config, mask)
+  )
   inside = _per_example_all(clamp(proposal, config) == proposal)
   log_ratio = jnp.where(inside & jnp.isfinite(log_ratio), log_ratio, -jnp.inf)
   acceptance = jnp.exp(jnp.minimum(0.0, log_ratio))
   accept = jax.random.uniform(accept_key, acceptance.shape) < acceptance
   keep = lambda new, old: jnp.where(_expand(accept, new), new, old)
-  new_state = LangevinState(keep(proposal, x), jnp.where(accept, proposal_energy, energy),
-                            keep(proposal_grad, grad))
+  new_state = LangevinState(
+    keep(proposal, x), jnp.where(accept, proposal_energy, energy), keep(proposal_grad, grad)
+  )
   return new_state, LangevinInfo(proposal_energy, _per_example_norm(proposal_grad), acceptance)
 
 
@@ -172,8 +185,13 @@ def _per_example_all(b: jax.Array) -> jax.Array:
   return jnp.all(b.reshape(b.shape[0], -1), axis=1)
 
 
-def step(rng_key: jax.Array, state: LangevinState, energy_fn: EnergyFn, config: LangevinConfig,
-         mask: Optional[jax.Array] = None):
+def step(
+  rng_key: jax.Array,
+  state: LangevinState,
+  energy_fn: EnergyFn,
+  config: LangevinConfig,
+  mask: Optional[jax.Array] = None,
+):
   """One Langevin step for all chains.
 
   Args:
@@ -211,13 +229,22 @@ def _check_mask(mask, x):
   try:
     jnp.broadcast_shapes(mask.shape, x.shape)
   except ValueError:
-    raise ValueError(f"mask of shape {mask.shape} does not broadcast to x of shape {x.shape}") from None
+    raise ValueError(
+      f"mask of shape {mask.shape} does not broadcast to x of shape {x.shape}"
+    ) from None
   return mask
 
 
-def sample(rng_key: jax.Array, energy_fn: EnergyFn, x0: jax.Array, config: LangevinConfig, *,
-           y: Optional[jax.Array] = None, mask: Optional[jax.Array] = None,
-           return_trace: bool = False):
+def sample(
+  rng_key: jax.Array,
+  energy_fn: EnergyFn,
+  x0: jax.Array,
+  config: LangevinConfig,
+  *,
+  y: Optional[jax.Array] = None,
+  mask: Optional[jax.Array] = None,
+  return_trace: bool = False,
+):
   """Runs ``config.num_steps`` Langevin steps from x0 in one ``lax.scan`` (jit-able).
 
   Args:
@@ -253,9 +280,19 @@ class AdaptiveInfo(NamedTuple):
   energy: jax.Array
 
 
-def sample_adaptive(rng_key: jax.Array, energy_fn: EnergyFn, x0: jax.Array, config: LangevinConfig,
-                    *, tol: float, max_steps: int, window: int = 10, min_steps: int = 0,
-                    y: Optional[jax.Array] = None, mask: Optional[jax.Array] = None):
+def sample_adaptive(
+  rng_key: jax.Array,
+  energy_fn: EnergyFn,
+  x0: jax.Array,
+  config: LangevinConfig,
+  *,
+  tol: float,
+  max_steps: int,
+  window: int = 10,
+  min_steps: int = 0,
+  y: Optional[jax.Array] = None,
+  mask: Optional[jax.Array] = None,
+):
   """Adaptive computation time: each chain runs until its energy settles.
 
   A chain stops once it has run at least ``max(window, min_steps)`` steps and its energy changed by
@@ -273,8 +310,12 @@ def sample_adaptive(rng_key: jax.Array, energy_fn: EnergyFn, x0: jax.Array, conf
   Returns:
     (x [B, ...], AdaptiveInfo with steps used [B] int32 and final energies [B]).
   """
-  if not (isinstance(window, int) and window >= 1 and isinstance(max_steps, int) and max_steps >= 1):
-    raise ValueError(f"sample_adaptive needs int window ≥ 1 and max_steps ≥ 1, got {window}, {max_steps}")
+  if not (
+    isinstance(window, int) and window >= 1 and isinstance(max_steps, int) and max_steps >= 1
+  ):
+    raise ValueError(
+      f"sample_adaptive needs int window ≥ 1 and max_steps ≥ 1, got {window}, {max_steps}"
+    )
   fn = _bind(energy_fn, y)
   x0 = _check_x(x0)
   mask = _check_mask(mask, x0)

@@ -1,12 +1,19 @@
 """Contrastive divergence with an L2 energy penalty (IGEBM's training objective)."""
+
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
 
 
-def contrastive_divergence(e_pos: jax.Array, e_neg: jax.Array, *, l2_coeff: float,
-                           e_kl: Optional[jax.Array] = None, kl_coeff: float = 1.0):
+def contrastive_divergence(
+  e_pos: jax.Array,
+  e_neg: jax.Array,
+  *,
+  l2_coeff: float,
+  e_kl: Optional[jax.Array] = None,
+  kl_coeff: float = 1.0,
+):
   """IGEBM loss: push data energies down and sample energies up.
 
   loss = mean(E(x+)) - mean(E(x-)) + l2_coeff * mean(E(x+)^2 + E(x-)^2) [+ kl_coeff * mean(e_kl)]
@@ -28,7 +35,9 @@ def contrastive_divergence(e_pos: jax.Array, e_neg: jax.Array, *, l2_coeff: floa
     (loss scalar, aux dict of scalars: "loss_cd", "loss_l2", "loss_kl").
   """
   if e_pos.ndim != 1 or e_neg.ndim != 1:
-    raise ValueError(f"contrastive_divergence needs [B] energies, got {e_pos.shape} and {e_neg.shape}")
+    raise ValueError(
+      f"contrastive_divergence needs [B] energies, got {e_pos.shape} and {e_neg.shape}"
+    )
   loss_cd = jnp.mean(e_pos) - jnp.mean(e_neg)
   loss_l2 = l2_coeff * (jnp.mean(jnp.square(e_pos)) + jnp.mean(jnp.square(e_neg)))
   loss_kl = jnp.zeros(()) if e_kl is None else kl_coeff * jnp.mean(e_kl)

@@ -5,6 +5,7 @@ No model code lives here: FID, KID and IS take features or class probabilities f
 ``jebm.eval.judge.load_feature_fn``). Inputs may be numpy or jax arrays; results are Python
 floats, computed in float64 on the host.
 """
+
 import numpy as np
 import scipy.stats
 
@@ -93,8 +94,9 @@ def frechet_distance(feats_a, feats_b) -> float:
   """
   feats_a, feats_b = _as_2d(feats_a, "feats_a"), _as_2d(feats_b, "feats_b")
   _check_same_dim(feats_a, feats_b)
-  return gaussian_frechet_distance(feats_a.mean(0), np.cov(feats_a, rowvar=False),
-                                   feats_b.mean(0), np.cov(feats_b, rowvar=False))
+  return gaussian_frechet_distance(
+    feats_a.mean(0), np.cov(feats_a, rowvar=False), feats_b.mean(0), np.cov(feats_b, rowvar=False)
+  )
 
 
 def _polynomial_kernel(x, y):
@@ -129,14 +131,17 @@ def kernel_inception_distance(feats_a, feats_b, *, subset_size=1000, num_subsets
   feats_a, feats_b = _as_2d(feats_a, "feats_a"), _as_2d(feats_b, "feats_b")
   _check_same_dim(feats_a, feats_b)
   if subset_size < 2 or num_subsets < 1:
-    raise ValueError(f"KID needs subset_size >= 2 and num_subsets >= 1, got {subset_size},"
-                     f" {num_subsets}")
+    raise ValueError(
+      f"KID needs subset_size >= 2 and num_subsets >= 1, got {subset_size}, {num_subsets}"
+    )
   m = min(subset_size, feats_a.shape[0], feats_b.shape[0])
   rng = np.random.default_rng(seed)
   estimates = [
-      _unbiased_mmd2(feats_a[rng.choice(feats_a.shape[0], m, replace=False)],
-                     feats_b[rng.choice(feats_b.shape[0], m, replace=False)])
-      for _ in range(num_subsets)
+    _unbiased_mmd2(
+      feats_a[rng.choice(feats_a.shape[0], m, replace=False)],
+      feats_b[rng.choice(feats_b.shape[0], m, replace=False)],
+    )
+    for _ in range(num_subsets)
   ]
   return float(np.mean(estimates)), float(np.std(estimates))
 
@@ -158,8 +163,10 @@ def inception_score(probs, splits=10):
   """
   probs = np.asarray(probs, np.float64)
   if probs.ndim != 2 or probs.shape[0] < splits or splits < 1:
-    raise ValueError(f"inception_score needs probs [N, K] with N >= splits >= 1, got shape"
-                     f" {probs.shape} and splits={splits}")
+    raise ValueError(
+      f"inception_score needs probs [N, K] with N >= splits >= 1, got shape"
+      f" {probs.shape} and splits={splits}"
+    )
   if np.any(probs < 0) or not np.allclose(probs.sum(1), 1.0, atol=1e-3):
     raise ValueError("inception_score needs probabilities: non-negative rows summing to 1")
   scores = []

@@ -1,5 +1,6 @@
 """The IGEBM optimiser: Adam without momentum whose gradients are first clipped per element to a
 few running standard deviations (a guard against the occasional huge CD gradient)."""
+
 from typing import NamedTuple
 
 import jax
@@ -14,8 +15,9 @@ class ClipBySecondMomentState(NamedTuple):
   nu: optax.Params
 
 
-def clip_by_second_moment(b2: float = 0.999, clip_std: float = 3.0, clip_offset: float = 0.1,
-                          eps: float = 1e-8) -> optax.GradientTransformation:
+def clip_by_second_moment(
+  b2: float = 0.999, clip_std: float = 3.0, clip_offset: float = 0.1, eps: float = 1e-8
+) -> optax.GradientTransformation:
   """Clips each gradient element to ±(clip_std * sqrt(ν̂) + clip_offset).
 
   ν̂ is the bias-corrected running mean of squared clipped gradients before this step (Adam's
@@ -36,13 +38,18 @@ def clip_by_second_moment(b2: float = 0.999, clip_std: float = 3.0, clip_offset:
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def igebm_adam(learning_rate: optax.ScalarOrSchedule = 3e-4, b1: float = 0.0, b2: float = 0.999,
-               clip_std: float = 3.0, clip_offset: float = 0.1,
-               eps: float = 1e-8) -> optax.GradientTransformation:
+def igebm_adam(
+  learning_rate: optax.ScalarOrSchedule = 3e-4,
+  b1: float = 0.0,
+  b2: float = 0.999,
+  clip_std: float = 3.0,
+  clip_offset: float = 0.1,
+  eps: float = 1e-8,
+) -> optax.GradientTransformation:
   """The paper's optimiser as an optax chain: per-element clip to clip_std*sqrt(ν̂)+clip_offset,
   then Adam(b1, b2) scaled by the learning rate."""
   return optax.chain(
-      clip_by_second_moment(b2, clip_std, clip_offset, eps),
-      optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
-      optax.scale_by_learning_rate(learning_rate),
+    clip_by_second_moment(b2, clip_std, clip_offset, eps),
+    optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
+    optax.scale_by_learning_rate(learning_rate),
   )

@@ -4,6 +4,7 @@ One replica per device: each gets a slice of the global batch and its own shard 
 buffer, draws its own random numbers (``fold_in(key, axis_index)``), and gradients and metrics are
 averaged with ``lax.pmean``. Parameters and optimiser state are replicated.
 """
+
 from typing import Callable, Optional, Sequence
 
 import jax
@@ -19,8 +20,7 @@ AXIS = "data"
 def make_mesh(devices: Optional[Sequence[jax.Device]] = None) -> jax.sharding.Mesh:
   """A 1-D mesh named "data" over ``devices`` (default: all devices)."""
   devices = jax.devices() if devices is None else list(devices)
-  return jax.sharding.Mesh(np.asarray(devices), (AXIS,),
-                           axis_types=(jax.sharding.AxisType.Auto,))
+  return jax.sharding.Mesh(np.asarray(devices), (AXIS,), axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def state_specs() -> TrainState:
@@ -31,8 +31,12 @@ def state_specs() -> TrainState:
 
 def _shardings(mesh, specs, tree):
   """Broadcasts a prefix tree of PartitionSpecs to one NamedSharding per leaf of ``tree``."""
-  return jax.tree.map(lambda spec, sub: jax.tree.map(lambda _: NamedSharding(mesh, spec), sub),
-                      specs, tree, is_leaf=lambda x: isinstance(x, P))
+  return jax.tree.map(
+    lambda spec, sub: jax.tree.map(lambda _: NamedSharding(mesh, spec), sub),
+    specs,
+    tree,
+    is_leaf=lambda x: isinstance(x, P),
+  )
 
 
 def _check_divisible(n: int, mesh, what: str):
@@ -59,10 +63,14 @@ def shard_batch(batch, mesh: jax.sharding.Mesh):
   sharding = NamedSharding(mesh, P(AXIS))
   for value in jax.tree.leaves(batch):
     _check_divisible(np.shape(value)[0] * jax.process_count(), mesh, "global batch size")
-  return jax.tree.map(lambda v: jax.make_array_from_process_local_data(sharding, np.asarray(v)), batch)
+  return jax.tree.map(
+    lambda v: jax.make_array_from_process_local_data(sharding, np.asarray(v)), batch
+  )
 
 
-def data_parallel(train_step: Callable, mesh: jax.sharding.Mesh, *, donate: bool = True) -> Callable:
+def data_parallel(
+  train_step: Callable, mesh: jax.sharding.Mesh, *, donate: bool = True
+) -> Callable:
   """Runs ``train_step`` as one replica per device, jitted.
 
   Args:
@@ -76,7 +84,10 @@ def data_parallel(train_step: Callable, mesh: jax.sharding.Mesh, *, donate: bool
     ``shard_batch``; metrics are replicated scalars.
   """
   if getattr(train_step, "axis_name", AXIS) != AXIS:
-    raise ValueError(f"train_step averages over axis {train_step.axis_name!r}, the mesh axis is {AXIS!r}")
-  sharded = jax.shard_map(train_step, mesh=mesh, in_specs=(state_specs(), P(AXIS)),
-                          out_specs=(state_specs(), P()))
+    raise ValueError(
+      f"train_step averages over axis {train_step.axis_name!r}, the mesh axis is {AXIS!r}"
+    )
+  sharded = jax.shard_map(
+    train_step, mesh=mesh, in_specs=(state_specs(), P(AXIS)), out_specs=(state_specs(), P())
+  )
   return jax.jit(sharded, donate_argnums=(0,) if donate else ())

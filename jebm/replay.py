@@ -5,6 +5,7 @@ The buffer is a pytree of device arrays and every function is pure and jit-able:
 trips. Images are stored as uint8 (4x smaller than float32); float buffers serve vector data such
 as 2-D toy densities, whose values are not confined to [0, 1].
 """
+
 from typing import Callable, NamedTuple, Optional, Sequence
 
 import jax
@@ -27,8 +28,14 @@ class ReplayBuffer(NamedTuple):
   position: jax.Array
 
 
-def init(capacity: int, example_shape: Sequence[int], label_shape: Sequence[int] = (), *,
-         dtype=jnp.uint8, label_dtype=jnp.int32) -> ReplayBuffer:
+def init(
+  capacity: int,
+  example_shape: Sequence[int],
+  label_shape: Sequence[int] = (),
+  *,
+  dtype=jnp.uint8,
+  label_dtype=jnp.int32,
+) -> ReplayBuffer:
   """An empty buffer of ``capacity`` entries of shape ``example_shape``.
 
   Args:
@@ -41,21 +48,25 @@ def init(capacity: int, example_shape: Sequence[int], label_shape: Sequence[int]
   if not isinstance(capacity, int) or capacity <= 0:
     raise ValueError(f"replay capacity must be a positive int, got {capacity!r}")
   return ReplayBuffer(
-      images=jnp.zeros((capacity, *example_shape), dtype),
-      labels=jnp.zeros((capacity, *label_shape), label_dtype),
-      size=jnp.zeros((), jnp.int32),
-      position=jnp.zeros((), jnp.int32),
+    images=jnp.zeros((capacity, *example_shape), dtype),
+    labels=jnp.zeros((capacity, *label_shape), label_dtype),
+    size=jnp.zeros((), jnp.int32),
+    position=jnp.zeros((), jnp.int32),
   )
 
 
 def _check_batch(buffer: ReplayBuffer, x: jax.Array, y: jax.Array):
   capacity, example_shape = buffer.images.shape[0], buffer.images.shape[1:]
   if x.shape[1:] != example_shape:
-    raise ValueError(f"replay.push: examples of shape {x.shape[1:]} do not fit a buffer of "
-                     f"examples of shape {example_shape}")
+    raise ValueError(
+      f"replay.push: examples of shape {x.shape[1:]} do not fit a buffer of "
+      f"examples of shape {example_shape}"
+    )
   if y.shape != (x.shape[0],) + buffer.labels.shape[1:]:
-    raise ValueError(f"replay.push: labels of shape {y.shape} do not match {x.shape[0]} examples "
-                     f"with label shape {buffer.labels.shape[1:]}")
+    raise ValueError(
+      f"replay.push: labels of shape {y.shape} do not match {x.shape[0]} examples "
+      f"with label shape {buffer.labels.shape[1:]}"
+    )
   if x.shape[0] > capacity:
     raise ValueError(f"replay.push: batch of {x.shape[0]} exceeds buffer capacity {capacity}")
 
@@ -70,10 +81,10 @@ def push(buffer: ReplayBuffer, x: jax.Array, y: Optional[jax.Array] = None) -> R
   index = (buffer.position + jnp.arange(x.shape[0])) % capacity
   stored = quantize(x) if buffer.images.dtype == jnp.uint8 else x.astype(buffer.images.dtype)
   return ReplayBuffer(
-      images=buffer.images.at[index].set(stored),
-      labels=buffer.labels.at[index].set(y.astype(buffer.labels.dtype)),
-      size=jnp.minimum(buffer.size + x.shape[0], capacity),
-      position=(buffer.position + x.shape[0]) % capacity,
+    images=buffer.images.at[index].set(stored),
+    labels=buffer.labels.at[index].set(y.astype(buffer.labels.dtype)),
+    size=jnp.minimum(buffer.size + x.shape[0], capacity),
+    position=(buffer.position + x.shape[0]) % capacity,
   )
 
 
@@ -92,9 +103,15 @@ def dequantize(rng_key: jax.Array, q: jax.Array) -> jax.Array:
   return jnp.clip((q.astype(jnp.float32) + u - 0.5) / 255.0, 0.0, 1.0)
 
 
-def sample(rng_key: jax.Array, buffer: ReplayBuffer, batch_size: int, *,
-           init_fn: Callable[[jax.Array, tuple], jax.Array], reinit_prob: float = 0.05,
-           fresh_labels: Optional[jax.Array] = None):
+def sample(
+  rng_key: jax.Array,
+  buffer: ReplayBuffer,
+  batch_size: int,
+  *,
+  init_fn: Callable[[jax.Array, tuple], jax.Array],
+  reinit_prob: float = 0.05,
+  fresh_labels: Optional[jax.Array] = None,
+):
   """Draws chain starts: replayed entries, or fresh starts with probability ``reinit_prob``.
 
   Every start is fresh while the buffer is empty.
@@ -117,8 +134,10 @@ def sample(rng_key: jax.Array, buffer: ReplayBuffer, batch_size: int, *,
   if fresh_labels is None:
     fresh_labels = jnp.zeros((batch_size, *label_shape), buffer.labels.dtype)
   if fresh_labels.shape != (batch_size, *label_shape):
-    raise ValueError(f"replay.sample: fresh_labels of shape {fresh_labels.shape}, expected "
-                     f"{(batch_size, *label_shape)}")
+    raise ValueError(
+      f"replay.sample: fresh_labels of shape {fresh_labels.shape}, expected "
+      f"{(batch_size, *label_shape)}"
+    )
   index = jax.random.randint(index_key, (batch_size,), 0, jnp.maximum(buffer.size, 1))
   fresh = (jax.random.uniform(fresh_key, (batch_size,)) < reinit_prob) | (buffer.size == 0)
   replayed = buffer.images[index]
@@ -127,8 +146,11 @@ def sample(rng_key: jax.Array, buffer: ReplayBuffer, batch_size: int, *,
   noise = init_fn(noise_key, (batch_size, *example_shape)).astype(jnp.float32)
   pick = fresh.reshape((batch_size,) + (1,) * len(example_shape))
   x0 = jnp.where(pick, noise, replayed.astype(jnp.float32))
-  y0 = jnp.where(fresh.reshape((batch_size,) + (1,) * len(label_shape)),
-                 fresh_labels.astype(buffer.labels.dtype), buffer.labels[index])
+  y0 = jnp.where(
+    fresh.reshape((batch_size,) + (1,) * len(label_shape)),
+    fresh_labels.astype(buffer.labels.dtype),
+    buffer.labels[index],
+  )
   return x0, y0, jnp.where(fresh, -1, index).astype(jnp.int32)
 
 

@@ -3,6 +3,7 @@
 ``make_train_step`` returns ``train_step(state, batch) -> (state, metrics)``, un-jitted: the caller
 jits it, or wraps it with ``jebm.parallel.data_parallel`` to run one replica per device.
 """
+
 import dataclasses
 from typing import Any, Dict, Optional, Tuple
 
@@ -53,9 +54,13 @@ class TrainConfig:
     if not 0.0 <= self.reinit_prob <= 1.0:
       raise ValueError(f"TrainConfig.reinit_prob must be in [0, 1], got {self.reinit_prob}")
     if self.buffer_dtype not in ("uint8", "float32"):
-      raise ValueError(f"TrainConfig.buffer_dtype must be 'uint8' or 'float32', got {self.buffer_dtype!r}")
+      raise ValueError(
+        f"TrainConfig.buffer_dtype must be 'uint8' or 'float32', got {self.buffer_dtype!r}"
+      )
     if self.kl_coeff and not 1 <= self.kl_steps < self.langevin.num_steps:
-      raise ValueError(f"TrainConfig.kl_steps must be in [1, langevin.num_steps), got {self.kl_steps}")
+      raise ValueError(
+        f"TrainConfig.kl_steps must be in [1, langevin.num_steps), got {self.kl_steps}"
+      )
     if self.l2_coeff < 0 or self.kl_coeff < 0:
       raise ValueError("TrainConfig.l2_coeff and kl_coeff must be ≥ 0")
 
@@ -87,8 +92,13 @@ def _example_labels(config: TrainConfig, batch_size: int):
   return jnp.zeros((batch_size, *config.label_shape), config.label_dtype)
 
 
-def create_train_state(rng_key: jax.Array, model: nn.Module, optimizer: optax.GradientTransformation,
-                       config: TrainConfig, example_shape: Tuple[int, ...]) -> TrainState:
+def create_train_state(
+  rng_key: jax.Array,
+  model: nn.Module,
+  optimizer: optax.GradientTransformation,
+  config: TrainConfig,
+  example_shape: Tuple[int, ...],
+) -> TrainState:
   """Initialises parameters, optimiser state and an empty replay buffer.
 
   Args:
@@ -102,10 +112,21 @@ def create_train_state(rng_key: jax.Array, model: nn.Module, optimizer: optax.Gr
   x = jnp.zeros((1, *example_shape), jnp.float32)
   variables = dict(model.init(init_key, x, _example_labels(config, 1)))
   params = variables.pop("params")
-  buffer = replay.init(config.buffer_capacity, example_shape, config.label_shape,
-                       dtype=jnp.dtype(config.buffer_dtype), label_dtype=jnp.dtype(config.label_dtype))
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=variables,
-                    opt_state=optimizer.init(params), replay=buffer, rng=state_key)
+  buffer = replay.init(
+    config.buffer_capacity,
+    example_shape,
+    config.label_shape,
+    dtype=jnp.dtype(config.buffer_dtype),
+    label_dtype=jnp.dtype(config.label_dtype),
+  )
+  return TrainState(
+    step=jnp.zeros((), jnp.int32),
+    params=params,
+    model_state=variables,
+    opt_state=optimizer.init(params),
+    replay=buffer,
+    rng=state_key,
+  )
 
 
 def positive_examples(rng_key: jax.Array, images: jax.Array) -> jax.Array:
@@ -120,17 +141,27 @@ def _update_model_state(model, state: TrainState, x, y):
   """One power-iteration step of spectral normalisation (or nothing without model state)."""
   if not state.model_state:
     return state.model_state
-  _, updated = model.apply(state.variables(), x[:1], None if y is None else y[:1],
-                           update_stats=True, mutable=list(state.model_state))
+  _, updated = model.apply(
+    state.variables(),
+    x[:1],
+    None if y is None else y[:1],
+    update_stats=True,
+    mutable=list(state.model_state),
+  )
   return dict(updated)
 
 
 def _norm(v):
-  return jnp.sqrt(sum(jnp.sum(jnp.square(l)) for l in jax.tree.leaves(v)))
+  return optax.global_norm(v)
 
 
-def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, config: TrainConfig,
-                    *, axis_name: Optional[str] = None):
+def make_train_step(
+  model: nn.Module,
+  optimizer: optax.GradientTransformation,
+  config: TrainConfig,
+  *,
+  axis_name: Optional[str] = None,
+):
   """Builds the pure IGEBM training step.
 
   One step: draw chain starts from the replay buffer (``reinit_prob`` of them fresh noise), run
@@ -161,9 +192,14 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, c
     model_state = _update_model_state(model, state, x_pos, y_pos)
     state = state.replace(model_state=model_state)
     energy_fn = from_model(model.apply, state.variables())
-    x0, y0, _ = replay.sample(replay_key, state.replay, batch_size,
-                              init_fn=replay.uniform_init(config.init_low, config.init_high),
-                              reinit_prob=config.reinit_prob, fresh_labels=y_pos)
+    x0, y0, _ = replay.sample(
+      replay_key,
+      state.replay,
+      batch_size,
+      init_fn=replay.uniform_init(config.init_low, config.init_high),
+      reinit_prob=config.reinit_prob,
+      fresh_labels=y_pos,
+    )
     y_neg = y0 if config.conditional else None
     kl_steps = config.kl_steps if config.kl_coeff else 0
     head = dataclasses.replace(config.langevin, num_steps=config.langevin.num_steps - kl_steps)
@@ -179,30 +215,40 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, c
         frozen = from_model(model.apply, state.variables(jax.lax.stop_gradient(params)))
         x_neg, e_kl = jax.lax.stop_gradient(x_kl), frozen(x_kl, y_neg)
       e_pos, e_neg = energy(x_pos, y_pos), energy(x_neg, y_neg)
-      loss, aux = losses.contrastive_divergence(e_pos, e_neg, l2_coeff=config.l2_coeff, e_kl=e_kl,
-                                                kl_coeff=config.kl_coeff)
+      loss, aux = losses.contrastive_divergence(
+        e_pos, e_neg, l2_coeff=config.l2_coeff, e_kl=e_kl, kl_coeff=config.kl_coeff
+      )
       if axis_name is not None:
         # Params are replicated, so shard_map's autodiff sums their gradients over devices;
         # averaging the loss makes that sum the gradient of the global-batch loss.
         loss = jax.lax.pmean(loss, axis_name)
       return loss, (x_neg, e_pos, e_neg, aux)
 
-    (loss, (x_neg, e_pos, e_neg, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, (x_neg, e_pos, e_neg, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state.params
+    )
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = {
-        "loss": loss, **aux,
-        "energy_pos": jnp.mean(e_pos), "energy_pos_std": jnp.std(e_pos),
-        "energy_neg": jnp.mean(e_neg), "energy_neg_std": jnp.std(e_neg),
-        "input_grad_norm_start": jnp.mean(chain.grad_norm[0]),
-        "input_grad_norm_end": jnp.mean(chain.grad_norm[-1]),
-        "abs_diff_neg_pos": jnp.mean(jnp.abs(x_neg - x_pos)),
-        "param_grad_norm": _norm(grads),
+      "loss": loss,
+      **aux,
+      "energy_pos": jnp.mean(e_pos),
+      "energy_pos_std": jnp.std(e_pos),
+      "energy_neg": jnp.mean(e_neg),
+      "energy_neg_std": jnp.std(e_neg),
+      "input_grad_norm_start": jnp.mean(chain.grad_norm[0]),
+      "input_grad_norm_end": jnp.mean(chain.grad_norm[-1]),
+      "abs_diff_neg_pos": jnp.mean(jnp.abs(x_neg - x_pos)),
+      "param_grad_norm": _norm(grads),
     }
     if axis_name is not None:
       metrics = jax.lax.pmean(metrics, axis_name)
-    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                              replay=replay.push(state.replay, x_neg, y0))
+    new_state = state.replace(
+      step=state.step + 1,
+      params=params,
+      opt_state=opt_state,
+      replay=replay.push(state.replay, x_neg, y0),
+    )
     return new_state, metrics
 
   train_step.axis_name = axis_name

@@ -4,6 +4,7 @@ Everything returns or writes uint8 images; PNGs are written atomically (a temp f
 directory, then ``os.replace``), so a reader never sees half a file. Matplotlib is used only through
 its object-oriented API with the Agg canvas: no pyplot state, no display needed.
 """
+
 import os
 import tempfile
 
@@ -27,8 +28,9 @@ def _as_nhwc(images, name="images"):
   if images.ndim == 3:  # [N, H, W] grey images.
     images = images[..., None]
   if images.ndim != 4 or images.shape[0] == 0:
-    raise ValueError(f"{name} must have shape [N, H, W, C] (or [N, H, W]) with N >= 1, got shape"
-                     f" {images.shape}")
+    raise ValueError(
+      f"{name} must have shape [N, H, W, C] (or [N, H, W]) with N >= 1, got shape {images.shape}"
+    )
   return images
 
 
@@ -55,7 +57,7 @@ def image_grid(images, *, ncol=None, pad=1, pad_value=0.5) -> np.ndarray:
   grid = np.full((nrow * (h + pad) + pad, ncol * (w + pad) + pad, c), fill, np.uint8)
   for i in range(n):
     top, left = pad + (i // ncol) * (h + pad), pad + (i % ncol) * (w + pad)
-    grid[top:top + h, left:left + w] = images[i]
+    grid[top : top + h, left : left + w] = images[i]
   return grid
 
 
@@ -99,8 +101,10 @@ def chain_grid(starts, samples, reals, *, ncol=None, pad=1, gap=4) -> np.ndarray
     top-aligned).
   """
   ncol = int(np.ceil(np.sqrt(_as_nhwc(samples, "samples").shape[0]))) if ncol is None else ncol
-  grids = [image_grid(_as_nhwc(a, name), ncol=ncol, pad=pad)
-           for a, name in ((starts, "starts"), (samples, "samples"), (reals, "reals"))]
+  grids = [
+    image_grid(_as_nhwc(a, name), ncol=ncol, pad=pad)
+    for a, name in ((starts, "starts"), (samples, "samples"), (reals, "reals"))
+  ]
   return hstack_images(grids, gap=gap)
 
 

@@ -1,4 +1,5 @@
 """Composed energies sample what probability theory says they should."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,8 +8,14 @@ import pytest
 from jebm import compose, langevin
 
 STEP = 0.005
-CONFIG = langevin.LangevinConfig(num_steps=2000, step_size=STEP, noise_scale=np.sqrt(2 * STEP),
-                                 grad_clip=None, x_min=None, x_max=None)
+CONFIG = langevin.LangevinConfig(
+  num_steps=2000,
+  step_size=STEP,
+  noise_scale=np.sqrt(2 * STEP),
+  grad_clip=None,
+  x_min=None,
+  x_max=None,
+)
 
 
 def gaussian(mean, std):
@@ -16,7 +23,9 @@ def gaussian(mean, std):
 
 
 def _sample(energy_fn, x0, seed=0):
-  return np.asarray(jax.jit(langevin.sample, static_argnums=(1, 3))(jax.random.key(seed), energy_fn, x0, CONFIG)[0])
+  return np.asarray(
+    jax.jit(langevin.sample, static_argnums=(1, 3))(jax.random.key(seed), energy_fn, x0, CONFIG)[0]
+  )
 
 
 def test_product_samples_precision_weighted_mean():
@@ -33,7 +42,7 @@ def test_weighted_product_and_temperature_scale_precision():
   x_product = _sample(compose.product(e, weights=[4.0]), jnp.zeros((4000, 1)))
   x_temp = _sample(compose.temperature(e, 4.0), jnp.zeros((4000, 1)))
   assert abs(x_product.std() - 0.5) < 0.03  # p^4: std / 2
-  assert abs(x_temp.std() - 2.0) < 0.12     # p^(1/4): std * 2
+  assert abs(x_temp.std() - 2.0) < 0.12  # p^(1/4): std * 2
 
 
 def test_mixture_puts_samples_in_both_modes():

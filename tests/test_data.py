@@ -1,4 +1,5 @@
 """Tests of jebm.data: builders prepared into tmp dirs, loading errors, batching, dequantisation."""
+
 import gzip
 import subprocess
 import sys
@@ -29,8 +30,10 @@ def _no_data_env(monkeypatch):
 
 # --- digits -------------------------------------------------------------------------------------
 
+
 def test_digits_round_trip(tmp_path):
   from sklearn.datasets import load_digits
+
   train = jd.arrays("digits", "train", data_dir=tmp_path)
   test = jd.arrays("digits", "test", data_dir=tmp_path)
   assert train["image"].shape == (1497, 8, 8, 1) and test["image"].shape == (300, 8, 8, 1)
@@ -42,7 +45,8 @@ def test_digits_round_trip(tmp_path):
   train_idx, test_idx = digits_split(digits.target)
   np.testing.assert_array_equal(test["label"], digits.target[test_idx])
   np.testing.assert_array_equal(
-      train["image"][..., 0], np.round(digits.images[train_idx] * 255 / 16).astype(np.uint8))
+    train["image"][..., 0], np.round(digits.images[train_idx] * 255 / 16).astype(np.uint8)
+  )
   # Readable through plain TFDS too, and a fresh prepare elsewhere gives identical data.
   assert len(tfds.data_source("jebm_digits", split="test", data_dir=tmp_path)) == 300
   again = jd.arrays("digits", "test", data_dir=tmp_path / "other")
@@ -61,13 +65,20 @@ def test_digits_split_is_stratified_and_fixed():
 
 # --- mnist --------------------------------------------------------------------------------------
 
+
 def _fake_mnist(directory, n_train=20, n_test=10, seed=0):
   """Writes tiny IDX files, mixing gzip / plain and '-idx' / '.idx' spellings."""
   rng = np.random.default_rng(seed)
-  data = {"train": (rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
-                    rng.integers(0, 10, n_train, dtype=np.uint8)),
-          "test": (rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
-                   rng.integers(0, 10, n_test, dtype=np.uint8))}
+  data = {
+    "train": (
+      rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+      rng.integers(0, 10, n_train, dtype=np.uint8),
+    ),
+    "test": (
+      rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+      rng.integers(0, 10, n_test, dtype=np.uint8),
+    ),
+  }
   directory.mkdir(parents=True, exist_ok=True)
   jd.write_idx(directory / "train-images-idx3-ubyte.gz", data["train"][0])
   jd.write_idx(directory / "train-labels.idx1-ubyte", data["train"][1])
@@ -127,18 +138,22 @@ def test_corrupt_idx_files(tmp_path):
 def test_real_mnist(tmp_path):
   found = [d for d in REAL_MNIST_DIRS if (d / "train-images.idx3-ubyte.gz").exists()]
   if not found:
-    pytest.skip(f"real MNIST not at {REAL_MNIST_DIRS[0]} (nor {REAL_MNIST_DIRS[1]}); see the"
-                " README of shared/data/mnist, or pass manual_dir= / set JEBM_MNIST_DIR")
+    pytest.skip(
+      f"real MNIST not at {REAL_MNIST_DIRS[0]} (nor {REAL_MNIST_DIRS[1]}); see the"
+      " README of shared/data/mnist, or pass manual_dir= / set JEBM_MNIST_DIR"
+    )
   train = jd.arrays("mnist", "train", data_dir=tmp_path, manual_dir=found[0])
   assert len(jd.load("mnist", "test", data_dir=tmp_path)) == 10_000
   assert train["image"].shape == (60_000, 28, 28, 1)
   np.testing.assert_array_equal(
-      np.bincount(train["label"]), [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949])
+    np.bincount(train["label"]), [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+  )
   np.testing.assert_array_equal(train["label"][:10], [5, 0, 4, 1, 9, 2, 1, 3, 1, 4])
   assert abs(train["image"].mean() - 33.318) < 1e-3
 
 
 # --- other names --------------------------------------------------------------------------------
+
 
 def test_unknown_dataset_and_split(tmp_path):
   with pytest.raises(ValueError, match="digits"):
@@ -161,8 +176,9 @@ def test_unprepared_tfds_dataset_fails_fast_without_download(tmp_path):
           raise SystemExit(name + " loaded from an empty data dir")
       """)
   start = time.monotonic()
-  result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=60, cwd=REPO)
+  result = subprocess.run(
+    [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=REPO
+  )
   assert result.returncode == 0, result.stderr[-2000:]
   assert f"tfds build cifar10 --file_format=array_record --data_dir={tmp_path}" in result.stdout
   assert "tfds build downsampled_imagenet/32x32" in result.stdout
@@ -177,9 +193,15 @@ class FakeExternalImages(JebmBuilder):
   VERSION = tfds.core.Version("1.0.0")
 
   def _info(self):
-    return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-        "image": tfds.features.Tensor(shape=(4, 4, 3), dtype=np.uint8),
-        "label": tfds.features.ClassLabel(num_classes=3)}))
+    return tfds.core.DatasetInfo(
+      builder=self,
+      features=tfds.features.FeaturesDict(
+        {
+          "image": tfds.features.Tensor(shape=(4, 4, 3), dtype=np.uint8),
+          "label": tfds.features.ClassLabel(num_classes=3),
+        }
+      ),
+    )
 
   def _split_generators(self, dl_manager):
     return {"train": self._generate_examples(12)}
@@ -191,7 +213,8 @@ class FakeExternalImages(JebmBuilder):
 
 def test_prepared_tfds_dataset_is_read(tmp_path):
   FakeExternalImages(data_dir=tmp_path).download_and_prepare(
-      download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+    download_config=tfds.download.DownloadConfig(try_download_gcs=False)
+  )
   got = jd.arrays("fake_external_images", "train", data_dir=tmp_path)
   assert got["image"].shape == (12, 4, 4, 3) and got["label"].dtype == np.int32
   assert sorted(got["image"][:, 0, 0, 0]) == list(range(12))
@@ -204,6 +227,7 @@ def test_default_data_dir(monkeypatch, tmp_path):
 
 
 # --- toy2d --------------------------------------------------------------------------------------
+
 
 def test_toy2d_builder(tmp_path):
   assert len(jd.load("toy2d/8gaussians", "train", data_dir=tmp_path)) == 50_000
@@ -236,6 +260,7 @@ def test_toy2d_samplers(name):
 
 # --- batching -----------------------------------------------------------------------------------
 
+
 def _data(n=103):
   return {"image": np.arange(n * 2, dtype=np.uint8).reshape(n, 2), "label": np.arange(n)}
 
@@ -262,8 +287,7 @@ def test_batches_resume_and_epochs():
   assert len(list(jd.batches(data, 10, seed=0, num_epochs=2))) == 20
   last = list(jd.batches(data, 10, seed=0, num_epochs=1, drop_remainder=False))
   assert len(last) == 11 and len(last[-1]["label"]) == 3
-  np.testing.assert_array_equal(np.sort(np.concatenate([b["label"] for b in last])),
-                                np.arange(103))
+  np.testing.assert_array_equal(np.sort(np.concatenate([b["label"] for b in last])), np.arange(103))
   ordered = next(jd.batches(data, 10, seed=0, shuffle=False, start_step=11))
   np.testing.assert_array_equal(ordered["label"], np.arange(10, 20))
   with pytest.raises(ValueError, match="exceeds"):
@@ -273,8 +297,9 @@ def test_batches_resume_and_epochs():
 def test_batches_process_sharding():
   data = _data()
   global_stream = _take(jd.batches(data, 8, seed=2, process_index=0, process_count=1), 30)
-  shards = [_take(jd.batches(data, 4, seed=2, process_index=p, process_count=2), 30)
-            for p in range(2)]
+  shards = [
+    _take(jd.batches(data, 4, seed=2, process_index=p, process_count=2), 30) for p in range(2)
+  ]
   for step in range(30):
     a, b = shards[0][step], shards[1][step]
     assert len(a) == len(b) == 4 and not set(a) & set(b)
@@ -284,6 +309,7 @@ def test_batches_process_sharding():
 
 
 # --- dequantisation -----------------------------------------------------------------------------
+
 
 def test_dequantize():
   images = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1).repeat(64, axis=0)

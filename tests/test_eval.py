@@ -1,4 +1,5 @@
 """Evaluation tasks on toy energies with known answers, and the judge on real digits (and MNIST)."""
+
 import json
 import time
 from pathlib import Path
@@ -42,10 +43,12 @@ def _near_prototypes(n, seed=1):
 
 # --- Energy tasks on toy energies ---------------------------------------------------------------
 
+
 def test_classification_accuracy_is_argmin_over_classes():
   images, labels = _near_prototypes(37)
-  report = _json_ok(jeval.classification_accuracy(prototype_energy, images, labels, NUM_CLASSES,
-                                                  batch_size=8))  # 37 = 4 chunks + a padded one.
+  report = _json_ok(
+    jeval.classification_accuracy(prototype_energy, images, labels, NUM_CLASSES, batch_size=8)
+  )  # 37 = 4 chunks + a padded one.
   assert report == {"accuracy": 1.0, "num_examples": 37}
   wrong = labels.copy()
   wrong[:10] = (wrong[:10] + 1) % NUM_CLASSES
@@ -55,28 +58,38 @@ def test_classification_accuracy_is_argmin_over_classes():
 
 def test_min_energy_and_class_energies_match_numpy():
   images, _ = _near_prototypes(11)
-  expected = np.mean(np.square(images[:, None] - _prototypes()[None]).reshape(11, NUM_CLASSES, -1),
-                     axis=2)
+  expected = np.mean(
+    np.square(images[:, None] - _prototypes()[None]).reshape(11, NUM_CLASSES, -1), axis=2
+  )
   table = jeval.class_energies(prototype_energy, images, NUM_CLASSES, batch_size=4)
   np.testing.assert_allclose(table, expected, rtol=1e-5, atol=1e-7)
-  np.testing.assert_allclose(jeval.min_energy(prototype_energy, images, NUM_CLASSES, batch_size=4),
-                             expected.min(1), rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(
+    jeval.min_energy(prototype_energy, images, NUM_CLASSES, batch_size=4),
+    expected.min(1),
+    rtol=1e-5,
+    atol=1e-7,
+  )
   unconditional = lambda x, y=None: prototype_energy(x, jnp.full(x.shape[0], 2))
-  np.testing.assert_allclose(jeval.min_energy(unconditional, images, batch_size=4), expected[:, 2],
-                             rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(
+    jeval.min_energy(unconditional, images, batch_size=4), expected[:, 2], rtol=1e-5, atol=1e-7
+  )
 
 
 def test_ood_auroc_is_one_for_an_energy_low_only_on_the_data():
   images, _ = _near_prototypes(64)
-  report = _json_ok(jeval.ood_auroc(prototype_energy, images, rng_key=jax.random.key(0),
-                                    num_classes=NUM_CLASSES, batch_size=16))
+  report = _json_ok(
+    jeval.ood_auroc(
+      prototype_energy, images, rng_key=jax.random.key(0), num_classes=NUM_CLASSES, batch_size=16
+    )
+  )
   for name in ("uniform_noise", "constant", "inverted"):
     assert report[f"auroc_{name}"] > 0.99, report
     assert report[f"mean_energy_{name}"] > report["mean_energy_test"]
   assert report["auroc_mean"] > 0.99 and report["num_examples"] == 64
   # Unconditionally: distance to the nearest prototype, as an energy of x alone.
-  nearest = lambda x, y=None: jnp.min(jnp.stack([prototype_energy(x, jnp.full(x.shape[0], k))
-                                                 for k in range(NUM_CLASSES)]), axis=0)
+  nearest = lambda x, y=None: jnp.min(
+    jnp.stack([prototype_energy(x, jnp.full(x.shape[0], k)) for k in range(NUM_CLASSES)]), axis=0
+  )
   report = jeval.ood_auroc(nearest, images, rng_key=jax.random.key(1), batch_size=16)
   assert report["auroc_mean"] > 0.99
 
@@ -102,8 +115,11 @@ def test_ood_sets_shapes_and_ranges():
 def test_energy_histogram_data(tmp_path):
   train, _ = _near_prototypes(30, seed=2)
   test = np.random.default_rng(3).random((25,) + SHAPE).astype(np.float32)
-  report = _json_ok(jeval.energy_histogram_data(prototype_energy, train, test, NUM_CLASSES,
-                                                path=tmp_path / "hist.png", batch_size=8))
+  report = _json_ok(
+    jeval.energy_histogram_data(
+      prototype_energy, train, test, NUM_CLASSES, path=tmp_path / "hist.png", batch_size=8
+    )
+  )
   for split, x in (("train", train), ("test", test)):
     e = jeval.min_energy(prototype_energy, x, NUM_CLASSES)
     assert report[f"{split}_mean"] == pytest.approx(e.mean(), rel=1e-5)
@@ -124,11 +140,15 @@ def test_map_batches_pads_and_jits():
 
 # --- The judge on sklearn's 8x8 digits ----------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
   data_dir = tmp_path_factory.mktemp("data")
-  return data_dir, jd.arrays("digits", "train", data_dir=data_dir), jd.arrays(
-      "digits", "test", data_dir=data_dir)
+  return (
+    data_dir,
+    jd.arrays("digits", "train", data_dir=data_dir),
+    jd.arrays("digits", "test", data_dir=data_dir),
+  )
 
 
 @pytest.fixture(scope="module")
@@ -182,8 +202,10 @@ def test_judge_cache_key_and_corrupt_cache(digits):
 def test_train_judge_is_deterministic(digits):
   _, train, test = digits
   kw = dict(num_classes=10, seed=5, num_steps=30, augment_shift=1)
-  (a, acc_a), (b, acc_b) = judge_lib.train_judge(train, test, **kw), judge_lib.train_judge(
-      train, test, **kw)
+  (a, acc_a), (b, acc_b) = (
+    judge_lib.train_judge(train, test, **kw),
+    judge_lib.train_judge(train, test, **kw),
+  )
   assert acc_a == acc_b
   jax.tree.map(np.testing.assert_array_equal, a.params, b.params)
 
@@ -195,14 +217,19 @@ def test_judge_apis_shapes_jit_and_errors(digits_judge):
   feats = jeval.judge_features(judge, x, batch_size=3)
   assert logits.shape == (7, 10) and feats.shape == (7, judge.config.hidden)
   np.testing.assert_allclose(jax.jit(jeval.judge_logits)(judge, x), logits, rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(jeval.judge_logits(judge, (x * 255).round().astype(np.uint8)),
-                             jeval.judge_logits(judge, (x * 255).round() / 255), atol=1e-5)
+  np.testing.assert_allclose(
+    jeval.judge_logits(judge, (x * 255).round().astype(np.uint8)),
+    jeval.judge_logits(judge, (x * 255).round() / 255),
+    atol=1e-5,
+  )
   with pytest.raises(ValueError, match=r"\[N, 8, 8, 1\]"):
     jeval.judge_logits(judge, np.zeros((2, 28, 28, 1), np.float32))
   with pytest.raises(ValueError, match="labels"):
-    judge_lib.train_judge({"image": np.zeros((4, 8, 8, 1), np.uint8), "label": np.full(4, 10)},
-                          {"image": np.zeros((1, 8, 8, 1), np.uint8), "label": np.zeros(1)},
-                          num_classes=10)
+    judge_lib.train_judge(
+      {"image": np.zeros((4, 8, 8, 1), np.uint8), "label": np.full(4, 10)},
+      {"image": np.zeros((1, 8, 8, 1), np.uint8), "label": np.zeros(1)},
+      num_classes=10,
+    )
   with pytest.raises(ValueError, match="Unknown judge settings"):
     jeval.judge_config((8, 8, 1), 10, width=3)
 
@@ -219,6 +246,7 @@ def test_default_judge_configs():
 
 # --- Sample quality -----------------------------------------------------------------------------
 
+
 def test_sample_quality_of_real_images_vs_noise(digits, digits_judge):
   _, train, test = digits
   judge, judge_accuracy = digits_judge
@@ -232,8 +260,9 @@ def test_sample_quality_of_real_images_vs_noise(digits, digits_judge):
   assert report["judge_class_entropy"] > 0.95 * np.log(10)
   assert report["judge_inception_score_mean"] > 5
   # Real training images against the test set: small FID and KID; uniform noise: large.
-  good = jeval.sample_quality(_floats(train["image"][:300]), train["label"][:300], real, judge,
-                              **kid)
+  good = jeval.sample_quality(
+    _floats(train["image"][:300]), train["label"][:300], real, judge, **kid
+  )
   noise = np.random.default_rng(0).random((300, 8, 8, 1)).astype(np.float32)
   bad = _json_ok(jeval.sample_quality(noise, None, real, judge, **kid))
   assert good["judge_accuracy"] >= 0.95 and "judge_accuracy" not in bad
@@ -245,20 +274,32 @@ def test_sample_quality_of_real_images_vs_noise(digits, digits_judge):
 def test_sample_quality_with_a_user_feature_fn(digits_judge, tmp_path, monkeypatch):
   judge, _ = digits_judge
   (tmp_path / "my_features.py").write_text(
-      "import numpy as np\n"
-      "CALLS = []\n"
-      "def row_means(images):\n"
-      "  CALLS.append(len(images))\n"
-      "  return np.asarray(images).mean(axis=2).reshape(len(images), -1)\n")
+    "import numpy as np\n"
+    "CALLS = []\n"
+    "def row_means(images):\n"
+    "  CALLS.append(len(images))\n"
+    "  return np.asarray(images).mean(axis=2).reshape(len(images), -1)\n"
+  )
   monkeypatch.syspath_prepend(str(tmp_path))
   feature_fn = jeval.load_feature_fn("my_features:row_means")
   rng = np.random.default_rng(1)
   samples, real = rng.random((40, 8, 8, 1)), rng.random((30, 8, 8, 1))
-  report = _json_ok(jeval.sample_quality(samples, None, real, judge, feature_fn=feature_fn,
-                                         kid_subset_size=20, kid_num_subsets=3, batch_size=16))
+  report = _json_ok(
+    jeval.sample_quality(
+      samples,
+      None,
+      real,
+      judge,
+      feature_fn=feature_fn,
+      kid_subset_size=20,
+      kid_num_subsets=3,
+      batch_size=16,
+    )
+  )
   assert {"fid_user", "kid_user_mean", "kid_user_std"} <= set(report)
   assert report["fid_user"] > 0
   import my_features
+
   assert max(my_features.CALLS) <= 16  # Called in batches.
 
 
@@ -285,13 +326,14 @@ def test_load_feature_fn_specs_and_errors(tmp_path, monkeypatch):
 
 # --- The judge on real MNIST (developers and CI have the IDX files) -----------------------------
 
+
 @pytest.mark.slow
 def test_judge_reaches_97_percent_on_real_mnist(tmp_path):
   if not REAL_MNIST_DIR.is_dir():
-    pytest.skip(f"real MNIST IDX files not found at {REAL_MNIST_DIR} (only developers and CI"
-                " have them)")
+    pytest.skip(
+      f"real MNIST IDX files not found at {REAL_MNIST_DIR} (only developers and CI have them)"
+    )
   start = time.time()
-  judge, accuracy = jeval.load_or_train_judge("mnist", data_dir=tmp_path,
-                                              manual_dir=REAL_MNIST_DIR)
+  judge, accuracy = jeval.load_or_train_judge("mnist", data_dir=tmp_path, manual_dir=REAL_MNIST_DIR)
   print(f"MNIST judge: test accuracy {accuracy:.4f} in {time.time() - start:.1f} s")
   assert accuracy > 0.97 and judge.config.image_shape == (28, 28, 1)

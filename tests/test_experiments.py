@@ -1,5 +1,6 @@
 """The launchers end to end: train on 2 devices, kill and resume, restore for sampling and
 evaluation, config mismatch and divergence errors."""
+
 import json
 import os
 import signal
@@ -15,20 +16,39 @@ import pytest
 from jebm import checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--preset=default", "--features=8,16", "--langevin_steps=4", "--batch_size=32",
-        "--buffer_capacity=256", "--log_every=5", "--sample_every=20", "--eval_langevin_steps=5"]
+TINY = [
+  "--preset=default",
+  "--features=8,16",
+  "--langevin_steps=4",
+  "--batch_size=32",
+  "--buffer_capacity=256",
+  "--log_every=5",
+  "--sample_every=20",
+  "--eval_langevin_steps=5",
+]
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-  env = dict(os.environ, JEBM_DATA_DIR=str(tmp_path_factory.mktemp("data")), PYTHONUNBUFFERED="1",
-             XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+  env = dict(
+    os.environ,
+    JEBM_DATA_DIR=str(tmp_path_factory.mktemp("data")),
+    PYTHONUNBUFFERED="1",
+    XLA_FLAGS="--xla_force_host_platform_device_count=2",
+    JAX_PLATFORMS="cpu",
+  )
   return env
 
 
 def launch(module, *args, env, check=True, timeout=300):
-  result = subprocess.run([sys.executable, "-m", f"experiments.{module}", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+  result = subprocess.run(
+    [sys.executable, "-m", f"experiments.{module}", *args],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+  )
   if check and result.returncode != 0:
     raise AssertionError(f"{module} failed:\n{result.stderr[-3000:]}")
   return result
@@ -43,8 +63,9 @@ def params_of(workdir):
 def trained(tmp_path_factory, env):
   """A 20-step run of the tiny default preset on 2 emulated devices."""
   workdir = tmp_path_factory.mktemp("run") / "w"
-  result = launch("train", *TINY, f"--workdir={workdir}", "--num_steps=20", "--checkpoint_every=10",
-                  env=env)
+  result = launch(
+    "train", *TINY, f"--workdir={workdir}", "--num_steps=20", "--checkpoint_every=10", env=env
+  )
   assert "step 20/20" in result.stderr
   return workdir
 
@@ -62,8 +83,13 @@ def test_killed_run_resumes_to_identical_parameters(tmp_path, env):
   launch("train", *args, f"--workdir={tmp_path / 'straight'}", env=env)
 
   killed = tmp_path / "killed"
-  proc = subprocess.Popen([sys.executable, "-m", "experiments.train", *args, f"--workdir={killed}"],
-                          cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  proc = subprocess.Popen(
+    [sys.executable, "-m", "experiments.train", *args, f"--workdir={killed}"],
+    cwd=ROOT,
+    env=env,
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+  )
   deadline = time.time() + 240
   while not (killed / "checkpoints" / "10").exists() and proc.poll() is None:
     assert time.time() < deadline, "no checkpoint within 240 s"
@@ -80,18 +106,33 @@ def test_killed_run_resumes_to_identical_parameters(tmp_path, env):
 
 
 def test_config_mismatch_names_the_fields(trained, env):
-  result = launch("train", *TINY, f"--workdir={trained}", "--num_steps=25", "--l2_coeff=0.5",
-                  "--step_size=3", env=env, check=False)
+  result = launch(
+    "train",
+    *TINY,
+    f"--workdir={trained}",
+    "--num_steps=25",
+    "--l2_coeff=0.5",
+    "--step_size=3",
+    env=env,
+    check=False,
+  )
   assert result.returncode != 0
   assert "l2_coeff" in result.stderr and "step_size" in result.stderr
   assert "different config" in result.stderr
 
 
 def test_divergence_guard_stops_the_run(tmp_path, env):
-  result = launch("train", *TINY, f"--workdir={tmp_path / 'w'}", "--num_steps=10",
-                  "--max_energy=1e-9", env=env, check=False)
+  result = launch(
+    "train",
+    *TINY,
+    f"--workdir={tmp_path / 'w'}",
+    "--num_steps=10",
+    "--max_energy=1e-9",
+    env=env,
+    check=False,
+  )
   assert result.returncode != 0
-  assert "training diverged at step 5" in result.stderr
+  assert "training diverged at step 1" in result.stderr
 
 
 def test_sample_restores_the_checkpoint(trained, env, tmp_path):

@@ -1,5 +1,5 @@
 """Langevin samplers on energies with known answers."""
-import dataclasses
+
 
 import jax
 import jax.numpy as jnp
@@ -36,10 +36,18 @@ def _assert_moments(x, bias_tol):
 
 def test_unadjusted_langevin_recovers_gaussian_moments():
   step = 0.01
-  config = langevin.LangevinConfig(num_steps=2000, step_size=step, noise_scale=np.sqrt(2 * step),
-                                    grad_clip=None, x_min=None, x_max=None)
+  config = langevin.LangevinConfig(
+    num_steps=2000,
+    step_size=step,
+    noise_scale=np.sqrt(2 * step),
+    grad_clip=None,
+    x_min=None,
+    x_max=None,
+  )
   x0 = jnp.zeros((4000, 2))
-  x, info = jax.jit(langevin.sample, static_argnums=(1, 3))(jax.random.key(0), gaussian_energy, x0, config)
+  x, info = jax.jit(langevin.sample, static_argnums=(1, 3))(
+    jax.random.key(0), gaussian_energy, x0, config
+  )
   # ULA's covariance bias is about step * λ_max(P) / 2 ≈ 1% relative here; allow 2%.
   _assert_moments(x, bias_tol=0.02)
   assert info.energy.shape == (2000, 4000)
@@ -48,18 +56,28 @@ def test_unadjusted_langevin_recovers_gaussian_moments():
 
 def test_mala_recovers_gaussian_moments_with_large_steps():
   step = 0.3  # ULA at this step would be biased by ~15%; MALA is exact at any step size.
-  config = langevin.LangevinConfig(num_steps=1000, step_size=step, noise_scale=np.sqrt(2 * step),
-                                   grad_clip=None, x_min=None, x_max=None, metropolis=True)
+  config = langevin.LangevinConfig(
+    num_steps=1000,
+    step_size=step,
+    noise_scale=np.sqrt(2 * step),
+    grad_clip=None,
+    x_min=None,
+    x_max=None,
+    metropolis=True,
+  )
   x0 = jnp.zeros((4000, 2))
-  x, info = jax.jit(langevin.sample, static_argnums=(1, 3))(jax.random.key(1), gaussian_energy, x0, config)
+  x, info = jax.jit(langevin.sample, static_argnums=(1, 3))(
+    jax.random.key(1), gaussian_energy, x0, config
+  )
   _assert_moments(x, bias_tol=0.0)
   rate = float(jnp.mean(info.acceptance))
   assert 0.0 < rate <= 1.0 and 0.3 < rate < 0.99, rate
 
 
 def test_one_igebm_step_matches_hand_computation():
-  config = langevin.LangevinConfig(num_steps=1, step_size=0.5, noise_scale=0.1, grad_clip=0.3,
-                                   x_min=0.0, x_max=1.0)
+  config = langevin.LangevinConfig(
+    num_steps=1, step_size=0.5, noise_scale=0.1, grad_clip=0.3, x_min=0.0, x_max=1.0
+  )
   target = jnp.array([[2.0, -1.0, 0.5]])
   energy = lambda x, y=None: jnp.sum((x - target) ** 2 * jnp.array([1.0, 3.0, 0.1]), axis=1)
   x = jnp.array([[0.2, 0.9, 0.5], [0.6, 0.1, 0.95]])
@@ -67,17 +85,24 @@ def test_one_igebm_step_matches_hand_computation():
   new_state, info = langevin.step(key, langevin.init(x, energy), energy, config)
 
   noisy = np.asarray(x) + 0.1 * np.asarray(jax.random.normal(key, x.shape))  # 1. noise
-  grad = 2 * (noisy - np.asarray(target)) * np.array([1.0, 3.0, 0.1])      # 2. gradient
-  clipped = np.clip(grad, -0.3, 0.3)                                        # 3. clip
-  moved = noisy - 0.5 * clipped                                             # 4. step
-  expected = np.clip(moved, 0.0, 1.0)                                       # 5. clamp
+  grad = 2 * (noisy - np.asarray(target)) * np.array([1.0, 3.0, 0.1])  # 2. gradient
+  clipped = np.clip(grad, -0.3, 0.3)  # 3. clip
+  moved = noisy - 0.5 * clipped  # 4. step
+  expected = np.clip(moved, 0.0, 1.0)  # 5. clamp
   np.testing.assert_allclose(new_state.x, expected, rtol=1e-6, atol=1e-6)
   np.testing.assert_allclose(info.grad_norm, np.linalg.norm(grad, axis=1), rtol=1e-5)
 
 
 def test_norm_clipping_bounds_each_example():
-  config = langevin.LangevinConfig(num_steps=1, step_size=1.0, noise_scale=0.0, grad_clip=0.5,
-                                   clip_mode="norm", x_min=None, x_max=None)
+  config = langevin.LangevinConfig(
+    num_steps=1,
+    step_size=1.0,
+    noise_scale=0.0,
+    grad_clip=0.5,
+    clip_mode="norm",
+    x_min=None,
+    x_max=None,
+  )
   grad = jnp.array([[3.0, 4.0], [0.1, 0.2]])
   clipped = langevin.clip_grad(grad, config)
   np.testing.assert_allclose(clipped[0], [0.3, 0.4], rtol=1e-5)  # norm 5 -> 0.5
@@ -95,12 +120,14 @@ def test_mask_keeps_unmasked_entries_fixed():
 
 
 def test_return_trace_and_condition():
-  config = langevin.LangevinConfig(num_steps=5, step_size=0.1, noise_scale=0.0, grad_clip=None,
-                                   x_min=None, x_max=None)
+  config = langevin.LangevinConfig(
+    num_steps=5, step_size=0.1, noise_scale=0.0, grad_clip=None, x_min=None, x_max=None
+  )
   energy = lambda x, y: jnp.sum((x - y) ** 2, axis=1)
   y = jnp.array([[1.0], [-1.0]])
-  x, info = langevin.sample(jax.random.key(0), energy, jnp.zeros((2, 1)), config, y=y,
-                            return_trace=True)
+  x, info = langevin.sample(
+    jax.random.key(0), energy, jnp.zeros((2, 1)), config, y=y, return_trace=True
+  )
   assert info.trace.shape == (5, 2, 1)
   np.testing.assert_allclose(info.trace[-1], x)
   assert float(x[0, 0]) > 0 > float(x[1, 0])  # each chain moves towards its own condition
@@ -108,24 +135,35 @@ def test_return_trace_and_condition():
 
 def test_adaptive_chains_stop_when_energy_settles():
   # Chains start at different distances from the minimum: far ones need more steps.
-  config = langevin.LangevinConfig(step_size=0.05, noise_scale=0.0, grad_clip=None,
-                                   x_min=None, x_max=None)
+  config = langevin.LangevinConfig(
+    step_size=0.05, noise_scale=0.0, grad_clip=None, x_min=None, x_max=None
+  )
   energy = lambda x, y=None: 0.5 * jnp.sum(x**2, axis=1)
   x0 = jnp.array([[0.1], [10.0], [1000.0]])
-  x, info = langevin.sample_adaptive(jax.random.key(0), energy, x0, config, tol=1e-3,
-                                     max_steps=2000, window=5)
+  x, info = langevin.sample_adaptive(
+    jax.random.key(0), energy, x0, config, tol=1e-3, max_steps=2000, window=5
+  )
   steps = np.asarray(info.num_steps)
   assert steps[0] < steps[1] < steps[2] < 2000, steps
   np.testing.assert_array_less(np.abs(np.asarray(info.energy)), 0.05)
-  capped = langevin.sample_adaptive(jax.random.key(0), energy, x0, config, tol=1e-12,
-                                    max_steps=30, window=5)[1].num_steps
+  capped = langevin.sample_adaptive(
+    jax.random.key(0), energy, x0, config, tol=1e-12, max_steps=30, window=5
+  )[1].num_steps
   np.testing.assert_array_equal(capped, 30)
 
 
-@pytest.mark.parametrize("field,value", [
-    ("num_steps", -1), ("num_steps", 2.5), ("step_size", 0.0), ("noise_scale", -0.1),
-    ("grad_clip", 0.0), ("clip_mode", "max"), ("x_min", 2.0),
-])
+@pytest.mark.parametrize(
+  "field,value",
+  [
+    ("num_steps", -1),
+    ("num_steps", 2.5),
+    ("step_size", 0.0),
+    ("noise_scale", -0.1),
+    ("grad_clip", 0.0),
+    ("clip_mode", "max"),
+    ("x_min", 2.0),
+  ],
+)
 def test_invalid_config_names_the_field(field, value):
   with pytest.raises(ValueError, match=field):
     langevin.LangevinConfig(**{field: value})

@@ -1,4 +1,5 @@
 """Metrics against hand-computed cases, scikit-learn and closed forms."""
+
 import numpy as np
 import pytest
 import scipy.linalg
@@ -8,6 +9,7 @@ from jebm import metrics
 
 
 # --- AUROC --------------------------------------------------------------------------------------
+
 
 def test_auroc_hand_computed_with_ties():
   # Pairs (in, out): 3 > 1, 3 > 2, 3 > 2; 2 > 1, 2 = 2 (½), 2 = 2 (½); 1 = 1 (½), 1 < 2, 1 < 2.
@@ -40,6 +42,7 @@ def test_auroc_rejects_nan_and_empty():
 
 # --- FID ----------------------------------------------------------------------------------------
 
+
 def test_frechet_distance_of_identical_sets_is_zero():
   feats = np.random.default_rng(0).normal(size=(500, 16))
   assert abs(metrics.frechet_distance(feats, feats)) < 1e-8
@@ -50,8 +53,11 @@ def test_gaussian_frechet_distance_closed_form():
   a, b = rng.normal(size=(4, 4)), rng.normal(size=(4, 4))
   cov_a, cov_b = a @ a.T + 0.1 * np.eye(4), b @ b.T + 0.1 * np.eye(4)
   mean_a, mean_b = rng.normal(size=4), rng.normal(size=4)
-  expected = (np.sum((mean_a - mean_b) ** 2) + np.trace(cov_a + cov_b)
-              - 2 * np.trace(scipy.linalg.sqrtm(cov_a @ cov_b)).real)
+  expected = (
+    np.sum((mean_a - mean_b) ** 2)
+    + np.trace(cov_a + cov_b)
+    - 2 * np.trace(scipy.linalg.sqrtm(cov_a @ cov_b)).real
+  )
   got = metrics.gaussian_frechet_distance(mean_a, cov_a, mean_b, cov_b)
   assert got == pytest.approx(expected, rel=1e-8)
   # Diagonal case by hand: means differ by (3, 4) -> 25; sqrt-covs (1, 2) vs (2, 1) -> 1 + 1.
@@ -82,6 +88,7 @@ def test_frechet_distance_rejects_bad_shapes():
 
 # --- KID ----------------------------------------------------------------------------------------
 
+
 def test_kid_same_distribution_is_near_zero_and_shift_is_positive():
   rng = np.random.default_rng(4)
   a, b = rng.normal(size=(1000, 8)), rng.normal(size=(1000, 8))
@@ -111,6 +118,7 @@ def test_kid_matches_direct_unbiased_mmd_on_full_sets():
 
 
 # --- Inception Score ----------------------------------------------------------------------------
+
 
 def test_inception_score_uniform_is_one():
   mean, std = metrics.inception_score(np.full((100, 10), 0.1), splits=10)

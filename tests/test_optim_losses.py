@@ -1,4 +1,5 @@
 """The IGEBM optimiser and loss."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -38,8 +39,9 @@ def test_contrastive_divergence_terms():
   assert float(aux["loss_l2"]) == pytest.approx(0.5 * (5.0 + 1.0))
   assert float(loss) == pytest.approx(5.0)
   # d loss / d e_pos = 1/B + 2 * l2 * e_pos / B, d loss / d e_neg = -1/B + 2 * l2 * e_neg / B
-  g_pos, g_neg = jax.grad(lambda a, b: losses.contrastive_divergence(a, b, l2_coeff=0.5)[0],
-                          argnums=(0, 1))(e_pos, e_neg)
+  g_pos, g_neg = jax.grad(
+    lambda a, b: losses.contrastive_divergence(a, b, l2_coeff=0.5)[0], argnums=(0, 1)
+  )(e_pos, e_neg)
   np.testing.assert_allclose(g_pos, [1.0, 2.0])
   np.testing.assert_allclose(g_neg, [-1.0, 0.0])
   with pytest.raises(ValueError, match=r"\[B\]"):

@@ -1,6 +1,6 @@
 """Data parallelism on 2 emulated CPU devices equals the single-device step."""
+
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -9,12 +9,14 @@ from jebm.models.conv import ConvEnergy
 
 
 def _setup(noise_scale, axis_name=None):
-  sampler = langevin.LangevinConfig(num_steps=4, step_size=10.0, noise_scale=noise_scale,
-                                    grad_clip=0.01)
+  sampler = langevin.LangevinConfig(
+    num_steps=4, step_size=10.0, noise_scale=noise_scale, grad_clip=0.01
+  )
   # Every chain restarts "fresh" at the constant image 0.5, so (without Langevin noise) negatives
   # do not depend on which device or random key drew them.
-  config = train.TrainConfig(langevin=sampler, buffer_capacity=16, reinit_prob=1.0,
-                             init_low=0.5, init_high=0.5)
+  config = train.TrainConfig(
+    langevin=sampler, buffer_capacity=16, reinit_prob=1.0, init_low=0.5, init_high=0.5
+  )
   model, optimizer = ConvEnergy(features=(8, 16)), optim.igebm_adam(1e-3)
   state = train.create_train_state(jax.random.key(0), model, optimizer, config, (8, 8, 1))
   step = train.make_train_step(model, optimizer, config, axis_name=axis_name)
@@ -24,8 +26,10 @@ def _setup(noise_scale, axis_name=None):
 def _batches(n):
   rng = np.random.default_rng(0)
   # Float images skip the (per-device random) dequantisation of uint8 data.
-  return [{"image": rng.uniform(size=(8, 8, 8, 1)).astype(np.float32),
-           "label": np.zeros((8,), np.int32)} for _ in range(n)]
+  return [
+    {"image": rng.uniform(size=(8, 8, 8, 1)).astype(np.float32), "label": np.zeros((8,), np.int32)}
+    for _ in range(n)
+  ]
 
 
 def test_two_devices_match_one_device_on_the_same_global_batch():
@@ -49,8 +53,9 @@ def test_two_devices_match_one_device_on_the_same_global_batch():
 def test_devices_draw_different_random_numbers():
   mesh = parallel.make_mesh()
   step, state = _setup(noise_scale=0.05, axis_name=parallel.AXIS)
-  state, _ = parallel.data_parallel(step, mesh)(parallel.shard_state(state, mesh),
-                                                parallel.shard_batch(_batches(1)[0], mesh))
+  state, _ = parallel.data_parallel(step, mesh)(
+    parallel.shard_state(state, mesh), parallel.shard_batch(_batches(1)[0], mesh)
+  )
   images = np.asarray(state.replay.images)  # shard 0 = rows 0-7, shard 1 = rows 8-15
   # Each shard pushed 4 negatives grown from the same start; only the noise can differ.
   assert not np.array_equal(images[:4], images[8:12])

@@ -1,4 +1,5 @@
 """Replay buffer: reinit fraction, ring order, uint8 round trip, jit-ability."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,8 +26,9 @@ def test_fresh_fraction_matches_reinit_prob():
 def test_empty_buffer_gives_only_fresh_starts_with_given_labels():
   buffer = replay.init(16, (2,), dtype=jnp.float32)
   labels = jnp.arange(8)
-  x0, y0, idx = replay.sample(jax.random.key(0), buffer, 8, init_fn=replay.uniform_init(-2.0, 2.0),
-                              fresh_labels=labels)
+  x0, y0, idx = replay.sample(
+    jax.random.key(0), buffer, 8, init_fn=replay.uniform_init(-2.0, 2.0), fresh_labels=labels
+  )
   assert np.all(np.asarray(idx) == -1)
   np.testing.assert_array_equal(y0, labels)
   assert float(x0.min()) >= -2.0 and float(x0.max()) < 2.0 and float(x0.std()) > 0.5
@@ -44,10 +46,12 @@ def test_ring_overwrites_oldest_first():
 
 
 def test_replayed_entries_come_from_filled_part_with_their_labels():
-  buffer = replay.push(replay.init(100, (1,), dtype=jnp.float32), jnp.ones((10, 1)) * 7,
-                       jnp.full((10,), 3))
-  x0, y0, idx = replay.sample(jax.random.key(1), buffer, 500, init_fn=replay.uniform_init(),
-                              reinit_prob=0.0)
+  buffer = replay.push(
+    replay.init(100, (1,), dtype=jnp.float32), jnp.ones((10, 1)) * 7, jnp.full((10,), 3)
+  )
+  x0, y0, idx = replay.sample(
+    jax.random.key(1), buffer, 500, init_fn=replay.uniform_init(), reinit_prob=0.0
+  )
   assert np.all(np.asarray(idx) < 10)
   np.testing.assert_array_equal(x0, 7.0)
   np.testing.assert_array_equal(y0, 3)
@@ -55,8 +59,9 @@ def test_replayed_entries_come_from_filled_part_with_their_labels():
 
 def test_uint8_round_trip_within_one_level():
   buffer, x = _full_buffer()
-  x0, _, idx = replay.sample(jax.random.key(2), buffer, 256, init_fn=replay.uniform_init(),
-                             reinit_prob=0.0)
+  x0, _, idx = replay.sample(
+    jax.random.key(2), buffer, 256, init_fn=replay.uniform_init(), reinit_prob=0.0
+  )
   error = np.abs(np.asarray(x0) - np.asarray(x)[np.asarray(idx)])
   assert buffer.images.dtype == jnp.uint8
   assert error.max() <= 1 / 255 + 1e-7

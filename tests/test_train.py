@@ -1,4 +1,5 @@
 """Contrastive-divergence training: learns a known density; the step is deterministic."""
+
 import dataclasses
 
 import jax
@@ -12,8 +13,9 @@ from jebm.models.mlp import MLPEnergy
 
 CENTERS = 2.0 * np.stack([np.cos(np.arange(8) * np.pi / 4), np.sin(np.arange(8) * np.pi / 4)], 1)
 MODE_STD = 0.1
-TOY_SAMPLER = langevin.LangevinConfig(num_steps=20, step_size=0.005, noise_scale=0.1, grad_clip=None,
-                                      x_min=-4.0, x_max=4.0)
+TOY_SAMPLER = langevin.LangevinConfig(
+  num_steps=20, step_size=0.005, noise_scale=0.1, grad_clip=None, x_min=-4.0, x_max=4.0
+)
 
 
 def eight_gaussians(rng, n):
@@ -22,8 +24,15 @@ def eight_gaussians(rng, n):
 
 
 def _toy_setup(**overrides):
-  config = train.TrainConfig(langevin=TOY_SAMPLER, l2_coeff=0.01, buffer_capacity=10000,
-                             buffer_dtype="float32", init_low=-3.0, init_high=3.0, **overrides)
+  config = train.TrainConfig(
+    langevin=TOY_SAMPLER,
+    l2_coeff=0.01,
+    buffer_capacity=10000,
+    buffer_dtype="float32",
+    init_low=-3.0,
+    init_high=3.0,
+    **overrides,
+  )
   model, optimizer = MLPEnergy(hidden_sizes=(128, 128, 128)), optim.igebm_adam(2e-3)
   state = train.create_train_state(jax.random.key(0), model, optimizer, config, (2,))
   return model, optimizer, config, state
@@ -58,14 +67,18 @@ def test_training_on_eight_gaussians_covers_all_modes():
 
 def _tiny_conv_setup(conditional, kl_coeff=0.0):
   from jebm.models.conv import ConvEnergy
+
   sampler = langevin.LangevinConfig(num_steps=3, step_size=10.0, noise_scale=0.005, grad_clip=0.01)
-  config = train.TrainConfig(langevin=sampler, buffer_capacity=32, conditional=conditional,
-                             kl_coeff=kl_coeff, kl_steps=1)
+  config = train.TrainConfig(
+    langevin=sampler, buffer_capacity=32, conditional=conditional, kl_coeff=kl_coeff, kl_steps=1
+  )
   model = ConvEnergy(features=(8, 16), num_classes=10 if conditional else None)
   optimizer = optim.igebm_adam()
   state = train.create_train_state(jax.random.key(0), model, optimizer, config, (8, 8, 1))
-  batch = {"image": jnp.asarray(np.random.default_rng(0).integers(0, 256, (16, 8, 8, 1)), jnp.uint8),
-           "label": jnp.arange(16) % 10}
+  batch = {
+    "image": jnp.asarray(np.random.default_rng(0).integers(0, 256, (16, 8, 8, 1)), jnp.uint8),
+    "label": jnp.arange(16) % 10,
+  }
   return train.make_train_step(model, optimizer, config), state, batch
 
 
@@ -73,9 +86,20 @@ def _tiny_conv_setup(conditional, kl_coeff=0.0):
 def test_train_step_runs_and_reports_metrics(conditional, kl_coeff):
   step, state, batch = _tiny_conv_setup(conditional, kl_coeff)
   new_state, metrics = jax.jit(step)(state, batch)
-  expected = {"loss", "loss_cd", "loss_l2", "loss_kl", "energy_pos", "energy_pos_std", "energy_neg",
-              "energy_neg_std", "input_grad_norm_start", "input_grad_norm_end", "abs_diff_neg_pos",
-              "param_grad_norm"}
+  expected = {
+    "loss",
+    "loss_cd",
+    "loss_l2",
+    "loss_kl",
+    "energy_pos",
+    "energy_pos_std",
+    "energy_neg",
+    "energy_neg_std",
+    "input_grad_norm_start",
+    "input_grad_norm_end",
+    "abs_diff_neg_pos",
+    "param_grad_norm",
+  }
   assert expected <= set(metrics)
   assert all(np.isfinite(float(v)) for v in metrics.values())
   assert (float(metrics["loss_kl"]) != 0.0) == bool(kl_coeff)
@@ -92,8 +116,9 @@ def test_train_step_is_deterministic():
     np.testing.assert_array_equal(x, y)
 
 
-@pytest.mark.parametrize("field,value", [("reinit_prob", 1.5), ("buffer_dtype", "int8"),
-                                         ("l2_coeff", -1.0)])
+@pytest.mark.parametrize(
+  "field,value", [("reinit_prob", 1.5), ("buffer_dtype", "int8"), ("l2_coeff", -1.0)]
+)
 def test_invalid_train_config_names_the_field(field, value):
   with pytest.raises(ValueError, match=field):
     train.TrainConfig(**{field: value})

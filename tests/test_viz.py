@@ -1,4 +1,5 @@
 """Image grids, chain strips and histogram PNGs: shapes, dtypes, and that PNGs load back."""
+
 import os
 
 import numpy as np
@@ -42,7 +43,7 @@ def test_chain_grid_puts_three_panels_side_by_side():
   real_height = 5 * 6 + 1  # Same 2 columns as the samples, so 9 reals take 5 rows.
   assert out.dtype == np.uint8
   assert out.shape == (real_height, 3 * panel + 2 * 4, 1)
-  np.testing.assert_array_equal(out[1:6, panel + 4 + 1:panel + 4 + 6], 255)  # First sample.
+  np.testing.assert_array_equal(out[1:6, panel + 4 + 1 : panel + 4 + 6], 255)  # First sample.
   np.testing.assert_array_equal(out[1:6, 1:6], 0)  # First start.
 
 
@@ -61,8 +62,11 @@ def test_save_png_round_trip_grey_and_rgb(tmp_path):
 
 def test_save_histograms_writes_a_png(tmp_path):
   rng = np.random.default_rng(3)
-  values = {"train": rng.normal(0, 1, 500), "test": rng.normal(1, 1, 300),
-            "broken": np.array([np.nan, np.inf, 1.0])}
+  values = {
+    "train": rng.normal(0, 1, 500),
+    "test": rng.normal(1, 1, 300),
+    "broken": np.array([np.nan, np.inf, 1.0]),
+  }
   path = viz.save_histograms(tmp_path / "h" / "energies.png", values, "energies")
   image = Image.open(path)
   assert image.format == "PNG" and image.size[0] > 100 and image.size[1] > 100

@@ -6,6 +6,7 @@
 
 No TensorFlow is needed and nothing is downloaded; see `jebm.data.loading` for names and data dirs.
 """
+
 from jebm.data import toy2d
 from jebm.data.builders import JebmDigits, JebmMnist, JebmToy2d
 from jebm.data.builders import MNIST_ENV_VAR, find_mnist_files

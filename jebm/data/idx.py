@@ -5,6 +5,7 @@ unsigned bytes; ``DD`` the number of dimensions), then ``DD`` big-endian uint32 
 elements in C order. MNIST images are ``idx3`` (``[N, 28, 28]``), labels ``idx1`` (``[N]``).
 Files may be gzip-compressed; compression is detected from the content, not the file name.
 """
+
 import gzip
 from pathlib import Path
 
@@ -50,12 +51,15 @@ def parse_idx(raw, *, name="<bytes>", ndim=None):
     uint8 array of the header's shape.
   """
   if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
-    raise ValueError(f"Corrupt IDX file {name}: bad magic number {raw[:4].hex() or 'empty'}"
-                     " (expected 0000 08 0D)")
+    raise ValueError(
+      f"Corrupt IDX file {name}: bad magic number {raw[:4].hex() or 'empty'} (expected 0000 08 0D)"
+    )
   dtype_code, dims = raw[2], raw[3]
   if dtype_code != _UBYTE:
-    raise ValueError(f"Corrupt or unsupported IDX file {name}: element type 0x{dtype_code:02x},"
-                     " expected 0x08 (unsigned byte)")
+    raise ValueError(
+      f"Corrupt or unsupported IDX file {name}: element type 0x{dtype_code:02x},"
+      " expected 0x08 (unsigned byte)"
+    )
   if ndim is not None and dims != ndim:
     raise ValueError(f"Corrupt IDX file {name}: {dims} dimensions, expected {ndim}")
   header = 4 + 4 * dims
@@ -64,8 +68,10 @@ def parse_idx(raw, *, name="<bytes>", ndim=None):
   shape = tuple(int(s) for s in np.frombuffer(raw, dtype=">u4", count=dims, offset=4))
   expected = header + int(np.prod(shape, dtype=np.int64))
   if len(raw) != expected:
-    raise ValueError(f"Corrupt IDX file {name}: {len(raw)} bytes, expected {expected} for shape"
-                     f" {shape} (truncated or padded)")
+    raise ValueError(
+      f"Corrupt IDX file {name}: {len(raw)} bytes, expected {expected} for shape"
+      f" {shape} (truncated or padded)"
+    )
   return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
 

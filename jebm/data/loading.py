@@ -9,6 +9,7 @@ Nothing here downloads anything.
 Data dir: the ``data_dir`` argument, else $JEBM_DATA_DIR, else $TFDS_DATA_DIR, else
 ``~/tensorflow_datasets``.
 """
+
 import os
 from pathlib import Path
 
@@ -26,8 +27,9 @@ _READ_CHUNK = 8192
 
 def default_data_dir():
   """$JEBM_DATA_DIR, else $TFDS_DATA_DIR, else ~/tensorflow_datasets (expanded, as a str)."""
-  path = (os.environ.get("JEBM_DATA_DIR") or os.environ.get("TFDS_DATA_DIR")
-          or "~/tensorflow_datasets")
+  path = (
+    os.environ.get("JEBM_DATA_DIR") or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets"
+  )
   return os.path.expanduser(path)
 
 
@@ -77,9 +79,10 @@ def load(name, split, *, data_dir=None, manual_dir=None):
   try:
     return prepared.as_data_source(split=split)
   except (KeyError, ValueError, AssertionError) as e:
-    raise ValueError(f"Unknown split {split!r} for dataset {name!r}: available splits are"
-                     f" {sorted(prepared.info.splits)} (slices like 'train[:10%]' work too)"
-                     ) from e
+    raise ValueError(
+      f"Unknown split {split!r} for dataset {name!r}: available splits are"
+      f" {sorted(prepared.info.splits)} (slices like 'train[:10%]' work too)"
+    ) from e
 
 
 def arrays(name, split, *, data_dir=None, manual_dir=None):
@@ -106,14 +109,16 @@ def source_to_arrays(source, keys=("image", "label")):
   if n == 0:
     raise ValueError("Empty source: nothing to read")
   first = source[0]
-  out = {k: np.empty((n,) + np.shape(first[k]),
-                     np.int32 if k == "label" else np.asarray(first[k]).dtype)
-         for k in keys if k in first}
+  out = {
+    k: np.empty((n,) + np.shape(first[k]), np.int32 if k == "label" else np.asarray(first[k]).dtype)
+    for k in keys
+    if k in first
+  }
   read = getattr(source, "__getitems__", None) or (lambda ids: [source[i] for i in ids])
   for start in range(0, n, _READ_CHUNK):
     records = read(range(start, min(start + _READ_CHUNK, n)))
     for k, array in out.items():
-      array[start:start + len(records)] = np.stack([r[k] for r in records])
+      array[start : start + len(records)] = np.stack([r[k] for r in records])
   return out
 
 
@@ -159,18 +164,23 @@ def _prepared_tfds_builder(name, data_dir):
   """A TFDS registry builder that is already prepared in a random-access format."""
   base = name.partition("/")[0].partition(":")[0]
   if base not in tfds.list_builders(with_community_datasets=False):
-    raise ValueError(f"Unknown dataset {name!r}: not one of jebm's datasets {JEBM_DATASETS}"
-                     " and not in the TFDS registry (tfds.list_builders())")
+    raise ValueError(
+      f"Unknown dataset {name!r}: not one of jebm's datasets {JEBM_DATASETS}"
+      " and not in the TFDS registry (tfds.list_builders())"
+    )
   prepared = tfds.builder(name, data_dir=data_dir)
   command = f"tfds build {name} --file_format=array_record --data_dir={data_dir}"
-  how = (f"Prepare it once with:\n  {command}\n(that one-off step needs TensorFlow, e.g. in a"
-         " separate environment with `pip install tensorflow tensorflow-datasets`; reading it"
-         " afterwards does not). jebm never downloads TFDS datasets itself.")
+  how = (
+    f"Prepare it once with:\n  {command}\n(that one-off step needs TensorFlow, e.g. in a"
+    " separate environment with `pip install tensorflow tensorflow-datasets`; reading it"
+    " afterwards does not). jebm never downloads TFDS datasets itself."
+  )
   if not prepared.is_prepared():
     raise FileNotFoundError(f"TFDS dataset {name!r} is not prepared in {data_dir}. {how}")
   formats = prepared.info.available_file_formats()
   if not formats & set(tfds.core.FileFormat.with_random_access()):
     raise FileNotFoundError(
-        f"TFDS dataset {name!r} is prepared in {data_dir} only as"
-        f" {sorted(f.value for f in formats)}, which has no random access. {how}")
+      f"TFDS dataset {name!r} is prepared in {data_dir} only as"
+      f" {sorted(f.value for f in formats)}, which has no random access. {how}"
+    )
   return prepared

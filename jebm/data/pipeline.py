@@ -6,6 +6,7 @@ e])``, and the global batch (``batch_size * process_count`` examples) is split i
 ``process_count`` contiguous slices, one per process. So a resumed run (``start_step=k``) sees
 exactly the batches the uninterrupted run would have, and hosts never overlap.
 """
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,8 +26,17 @@ def epoch_permutation(num_examples, seed, epoch, shuffle=True):
   return np.random.default_rng([seed, epoch]).permutation(num_examples)
 
 
-def batch_indices(num_examples, batch_size, step, *, seed, shuffle=True, drop_remainder=True,
-                  process_index=0, process_count=1):
+def batch_indices(
+  num_examples,
+  batch_size,
+  step,
+  *,
+  seed,
+  shuffle=True,
+  drop_remainder=True,
+  process_index=0,
+  process_count=1,
+):
   """Example indices of this process's part of global batch `step`.
 
   Args:
@@ -45,16 +55,28 @@ def batch_indices(num_examples, batch_size, step, *, seed, shuffle=True, drop_re
   global_batch = batch_size * process_count
   per_epoch = steps_per_epoch(num_examples, global_batch, drop_remainder)
   if per_epoch == 0:
-    raise ValueError(f"Global batch {global_batch} (= {batch_size} x {process_count} processes)"
-                     f" exceeds the {num_examples} examples with drop_remainder=True")
+    raise ValueError(
+      f"Global batch {global_batch} (= {batch_size} x {process_count} processes)"
+      f" exceeds the {num_examples} examples with drop_remainder=True"
+    )
   epoch, within = divmod(step, per_epoch)
   order = epoch_permutation(num_examples, seed, epoch, shuffle)
-  global_ids = order[within * global_batch:(within + 1) * global_batch]
+  global_ids = order[within * global_batch : (within + 1) * global_batch]
   return np.array_split(global_ids, process_count)[process_index]
 
 
-def batches(data, batch_size, *, seed, num_epochs=None, shuffle=True, drop_remainder=True,
-            process_index=None, process_count=None, start_step=0):
+def batches(
+  data,
+  batch_size,
+  *,
+  seed,
+  num_epochs=None,
+  shuffle=True,
+  drop_remainder=True,
+  process_index=None,
+  process_count=None,
+  start_step=0,
+):
   """Iterates over batches of in-memory arrays, deterministically and resumably.
 
   Args:
@@ -79,9 +101,16 @@ def batches(data, batch_size, *, seed, num_epochs=None, shuffle=True, drop_remai
   end = None if num_epochs is None else num_epochs * per_epoch
   step = start_step
   while end is None or step < end:
-    ids = batch_indices(num_examples, batch_size, step, seed=seed, shuffle=shuffle,
-                        drop_remainder=drop_remainder, process_index=process_index,
-                        process_count=process_count)
+    ids = batch_indices(
+      num_examples,
+      batch_size,
+      step,
+      seed=seed,
+      shuffle=shuffle,
+      drop_remainder=drop_remainder,
+      process_index=process_index,
+      process_count=process_count,
+    )
     yield {k: v[ids] for k, v in data.items()}
     step += 1
 

@@ -15,6 +15,7 @@ All densities live roughly in the square [-2.5, 2.5]^2:
 
 Labels are the mode index for ``8gaussians`` and 0 for the others.
 """
+
 import numpy as np
 
 NAMES = ("8gaussians", "rings", "checkerboard", "two_moons")
@@ -53,8 +54,12 @@ def sample(name, n, seed):
   Returns:
     (points, labels): float32 [n, 2] and int32 [n] (mode index for 8gaussians, else 0).
   """
-  samplers = {"8gaussians": _eight_gaussians, "rings": _rings,
-              "checkerboard": _checkerboard, "two_moons": _two_moons}
+  samplers = {
+    "8gaussians": _eight_gaussians,
+    "rings": _rings,
+    "checkerboard": _checkerboard,
+    "two_moons": _two_moons,
+  }
   if name not in samplers:
     raise ValueError(f"Unknown toy2d density {name!r}; expected one of {NAMES}")
   rng = np.random.default_rng(seed)

@@ -7,6 +7,7 @@
 
 Every task returns a JSON-serialisable dict; the metrics themselves live in `jebm.metrics`.
 """
+
 from jebm.eval.batching import map_batches
 from jebm.eval.judge import CACHE_SUBDIR, FeatureFn, Judge, JudgeConfig, JudgeNet
 from jebm.eval.judge import apply_feature_fn, default_judge_config, init_judge, judge_accuracy

@@ -1,4 +1,5 @@
 """Applying a batch function to many examples in fixed-size chunks, with bounded memory."""
+
 from typing import Callable
 
 import jax
@@ -23,8 +24,9 @@ def map_batches(fn: Callable, x: jax.Array, *, batch_size: int):
   x = jnp.asarray(x)
   n = x.shape[0]
   if n == 0 or batch_size < 1:
-    raise ValueError(f"map_batches needs N >= 1 examples and batch_size >= 1, got N={n},"
-                     f" batch_size={batch_size}")
+    raise ValueError(
+      f"map_batches needs N >= 1 examples and batch_size >= 1, got N={n}, batch_size={batch_size}"
+    )
   b = min(int(batch_size), n)
   pad = (-n) % b
   chunks = jnp.pad(x, ((0, pad),) + ((0, 0),) * (x.ndim - 1)).reshape((-1, b) + x.shape[1:])

@@ -19,6 +19,7 @@ a pure function of the image. Defaults by image size (``default_judge_config``):
   Adam with a cosine-decayed learning rate 2e-3, softmax cross-entropy, no augmentation unless
   ``augment_shift`` > 0 (random translations by up to that many pixels, zero-filled).
 """
+
 import dataclasses
 import functools
 import hashlib
@@ -84,27 +85,44 @@ class JudgeConfig:
     if len(self.image_shape) != 3 or min(self.image_shape) < 1:
       raise ValueError(f"JudgeConfig.image_shape must be (H, W, C), got {self.image_shape}")
     if not self.features or len(self.features) != len(self.strides):
-      raise ValueError(f"JudgeConfig needs one stride per conv stage, got features={self.features}"
-                       f" and strides={self.strides}")
-    positive = dict(num_classes=self.num_classes, hidden=self.hidden, num_steps=self.num_steps,
-                    batch_size=self.batch_size, learning_rate=self.learning_rate)
+      raise ValueError(
+        f"JudgeConfig needs one stride per conv stage, got features={self.features}"
+        f" and strides={self.strides}"
+      )
+    positive = dict(
+      num_classes=self.num_classes,
+      hidden=self.hidden,
+      num_steps=self.num_steps,
+      batch_size=self.batch_size,
+      learning_rate=self.learning_rate,
+    )
     bad = {k: v for k, v in positive.items() if not v > 0}
     if bad or min(self.features + self.strides) < 1 or self.augment_shift < 0:
-      raise ValueError(f"JudgeConfig: sizes, steps and rates must be positive (augment_shift ≥ 0);"
-                       f" got {bad or dataclasses.asdict(self)}")
+      raise ValueError(
+        f"JudgeConfig: sizes, steps and rates must be positive (augment_shift ≥ 0);"
+        f" got {bad or dataclasses.asdict(self)}"
+      )
 
 
 def default_judge_config(image_shape: Sequence[int], num_classes: int) -> JudgeConfig:
   """The default judge for images of shape (H, W, C) (see the module docstring)."""
   h, w, c = (int(v) for v in image_shape)
   if max(h, w) <= 16:
-    return JudgeConfig(num_classes, (h, w, c), features=(32, 64), strides=(1, 2),
-                       num_steps=800, batch_size=64)
+    return JudgeConfig(
+      num_classes, (h, w, c), features=(32, 64), strides=(1, 2), num_steps=800, batch_size=64
+    )
   stages = max(1, math.ceil(math.log2(max(h, w) / 8)))
   base, steps = (32, 1500) if c == 1 else (64, 3000)
   features = tuple(base * 2**i for i in range(stages))
-  return JudgeConfig(num_classes, (h, w, c), features=features, strides=(2,) * stages,
-                     hidden=128 if c == 1 else 256, num_steps=steps, batch_size=128)
+  return JudgeConfig(
+    num_classes,
+    (h, w, c),
+    features=features,
+    strides=(2,) * stages,
+    hidden=128 if c == 1 else 256,
+    num_steps=steps,
+    batch_size=128,
+  )
 
 
 def _check_settings(settings):
@@ -118,8 +136,9 @@ def _check_settings(settings):
 
 def judge_config(image_shape: Sequence[int], num_classes: int, **overrides: Any) -> JudgeConfig:
   """``default_judge_config`` with the given fields replaced (None values are ignored)."""
-  return dataclasses.replace(default_judge_config(image_shape, num_classes),
-                             **_check_settings(overrides))
+  return dataclasses.replace(
+    default_judge_config(image_shape, num_classes), **_check_settings(overrides)
+  )
 
 
 class JudgeNet(nn.Module):
@@ -164,15 +183,18 @@ def _as_images(images, config: JudgeConfig):
   if jnp.issubdtype(images.dtype, jnp.integer):
     images = images.astype(jnp.float32) / 255.0
   if images.ndim != 4 or images.shape[1:] != config.image_shape:
-    raise ValueError(f"The judge takes images [N, {', '.join(map(str, config.image_shape))}], got"
-                     f" shape {images.shape}")
+    raise ValueError(
+      f"The judge takes images [N, {', '.join(map(str, config.image_shape))}], got"
+      f" shape {images.shape}"
+    )
   return images.astype(jnp.float32)
 
 
 def _apply_batched(judge: Judge, images: jax.Array, batch_size: int):
   net = _net(judge.config)
-  return map_batches(lambda x: net.apply({"params": judge.params}, x), images,
-                     batch_size=batch_size)
+  return map_batches(
+    lambda x: net.apply({"params": judge.params}, x), images, batch_size=batch_size
+  )
 
 
 @functools.cache
@@ -221,8 +243,9 @@ def _random_shift(rng_key, images, max_shift):
 
 
 def _train_step(params, opt_state, images, labels, step, *, augment_key, config, optimizer):
-  x = _random_shift(jax.random.fold_in(augment_key, step), _as_images(images, config),
-                    config.augment_shift)
+  x = _random_shift(
+    jax.random.fold_in(augment_key, step), _as_images(images, config), config.augment_shift
+  )
 
   def loss_fn(p):
     logits, _ = _net(config).apply({"params": p}, x)
@@ -235,22 +258,34 @@ def _train_step(params, opt_state, images, labels, step, *, augment_key, config,
 
 def _check_split(split, name, num_classes):
   if not isinstance(split, dict) or "image" not in split or "label" not in split:
-    raise ValueError(f"The judge's {name} data must be a dict with 'image' [N, H, W, C] and"
-                     f" 'label' [N]; got {type(split).__name__}"
-                     f" {sorted(split) if isinstance(split, dict) else ''}")
+    raise ValueError(
+      f"The judge's {name} data must be a dict with 'image' [N, H, W, C] and"
+      f" 'label' [N]; got {type(split).__name__}"
+      f" {sorted(split) if isinstance(split, dict) else ''}"
+    )
   images, labels = np.asarray(split["image"]), np.asarray(split["label"]).reshape(-1)
   if images.ndim != 4 or len(images) != len(labels) or len(images) == 0:
-    raise ValueError(f"The judge's {name} data needs images [N, H, W, C] and labels [N] with N ≥ 1;"
-                     f" got {images.shape} and {labels.shape}")
+    raise ValueError(
+      f"The judge's {name} data needs images [N, H, W, C] and labels [N] with N ≥ 1;"
+      f" got {images.shape} and {labels.shape}"
+    )
   if labels.min() < 0 or labels.max() >= num_classes:
-    raise ValueError(f"{name} labels must lie in [0, {num_classes}), got [{labels.min()},"
-                     f" {labels.max()}]")
+    raise ValueError(
+      f"{name} labels must lie in [0, {num_classes}), got [{labels.min()}, {labels.max()}]"
+    )
   return images, labels.astype(np.int32)
 
 
-def train_judge(train: dict, test: dict, *, num_classes: int, seed: int = 0,
-                num_steps: Optional[int] = None, batch_size: Optional[int] = None,
-                **settings: Any):
+def train_judge(
+  train: dict,
+  test: dict,
+  *,
+  num_classes: int,
+  seed: int = 0,
+  num_steps: Optional[int] = None,
+  batch_size: Optional[int] = None,
+  **settings: Any,
+):
   """Trains a judge classifier on real data, deterministically.
 
   Batch k is ``jebm.data.batch_indices(N, batch_size, k, seed=seed)`` (reshuffled every epoch);
@@ -272,15 +307,19 @@ def train_judge(train: dict, test: dict, *, num_classes: int, seed: int = 0,
   """
   images, labels = _check_split(train, "train", num_classes)
   test_images, test_labels = _check_split(test, "test", num_classes)
-  config = judge_config(images.shape[1:], num_classes, num_steps=num_steps,
-                        batch_size=batch_size, **settings)
+  config = judge_config(
+    images.shape[1:], num_classes, num_steps=num_steps, batch_size=batch_size, **settings
+  )
   if batch_size is None:
     config = dataclasses.replace(config, batch_size=min(config.batch_size, len(images)))
   key = jax.random.key(seed)
   judge = init_judge(config, jax.random.fold_in(key, 0))
   optimizer = optax.adam(optax.cosine_decay_schedule(config.learning_rate, config.num_steps))
-  step_fn = jax.jit(functools.partial(_train_step, augment_key=jax.random.fold_in(key, 1),
-                                      config=config, optimizer=optimizer))
+  step_fn = jax.jit(
+    functools.partial(
+      _train_step, augment_key=jax.random.fold_in(key, 1), config=config, optimizer=optimizer
+    )
+  )
   params, opt_state = judge.params, optimizer.init(judge.params)
   log_every = max(1, config.num_steps // 5)
   for step in range(config.num_steps):
@@ -296,10 +335,12 @@ def train_judge(train: dict, test: dict, *, num_classes: int, seed: int = 0,
 
 def _batch_indices(num_examples, batch_size, step, seed):
   from jebm.data.pipeline import batch_indices  # jebm.data imports TFDS: only when training.
+
   return batch_indices(num_examples, batch_size, step, seed=seed, process_index=0, process_count=1)
 
 
 # --- The on-disk cache ------------------------------------------------------------------------
+
 
 def _normalise(value):
   return list(value) if isinstance(value, (tuple, list)) else value
@@ -313,6 +354,7 @@ def judge_cache_path(dataset_name: str, *, data_dir=None, seed: int = 0, **setti
   """
   if data_dir is None:
     from jebm.data.loading import default_data_dir
+
     data_dir = default_data_dir()
   settings = {k: _normalise(v) for k, v in sorted(settings.items()) if v is not None}
   name = re.sub(r"[^A-Za-z0-9._-]+", "_", dataset_name) + f"_seed{seed}"
@@ -323,8 +365,12 @@ def judge_cache_path(dataset_name: str, *, data_dir=None, seed: int = 0, **setti
 
 def save_judge(path, judge: Judge, *, test_accuracy: float, metadata: Optional[dict] = None):
   """Writes a judge to ``path`` (.npz: parameters plus JSON metadata), atomically."""
-  meta = dict(metadata or {}, format=_CACHE_FORMAT, config=dataclasses.asdict(judge.config),
-              test_accuracy=float(test_accuracy))
+  meta = dict(
+    metadata or {},
+    format=_CACHE_FORMAT,
+    config=dataclasses.asdict(judge.config),
+    test_accuracy=float(test_accuracy),
+  )
   flat = traverse_util.flatten_dict(jax.device_get(judge.params), sep="/")
   arrays = {f"params/{k}": np.asarray(v) for k, v in flat.items()}
   path = os.fspath(path)
@@ -359,7 +405,8 @@ def load_judge(path):
   params = jax.tree.map(jnp.asarray, traverse_util.unflatten_dict(flat, sep="/"))
   shapes = jax.eval_shape(lambda: init_judge(config, jax.random.key(0)).params)
   same = jax.tree.structure(shapes) == jax.tree.structure(params) and all(
-      a.shape == b.shape for a, b in zip(jax.tree.leaves(shapes), jax.tree.leaves(params)))
+    a.shape == b.shape for a, b in zip(jax.tree.leaves(shapes), jax.tree.leaves(params))
+  )
   if not same:
     raise ValueError(f"{path}: stored parameters do not match the judge architecture {config}")
   return Judge(params, config), float(meta["test_accuracy"]), meta
@@ -377,16 +424,24 @@ def _load_compatible(path, dataset_name, seed, settings):
   stored = dataclasses.asdict(judge.config)
   wanted = dict(dataset=dataset_name, seed=seed)
   mismatch = {k: (meta.get(k), v) for k, v in wanted.items() if meta.get(k) != v}
-  mismatch.update({k: (stored[k], v) for k, v in settings.items()
-                   if _normalise(stored[k]) != _normalise(v)})
+  mismatch.update(
+    {k: (stored[k], v) for k, v in settings.items() if _normalise(stored[k]) != _normalise(v)}
+  )
   if mismatch:
     logging.warning("Judge cache %s was trained differently %s; retraining", path, mismatch)
     return None
   return judge, accuracy
 
 
-def load_or_train_judge(dataset_name: str, *, data_dir=None, seed: int = 0, manual_dir=None,
-                        num_classes: Optional[int] = None, **settings: Any):
+def load_or_train_judge(
+  dataset_name: str,
+  *,
+  data_dir=None,
+  seed: int = 0,
+  manual_dir=None,
+  num_classes: Optional[int] = None,
+  **settings: Any,
+):
   """The judge for a dataset: loaded from the cache if there, else trained and cached.
 
   The cache is `judge_cache_path(dataset_name, data_dir=..., seed=..., **settings)`, written
@@ -415,11 +470,14 @@ def load_or_train_judge(dataset_name: str, *, data_dir=None, seed: int = 0, manu
   if cached is not None:
     logging.info("Loaded judge %s (test accuracy %.4f)", path, cached[1])
     return cached
-  train, test = (jebm.data.arrays(dataset_name, split, data_dir=data_dir, manual_dir=manual_dir)
-                 for split in ("train", "test"))
+  train, test = (
+    jebm.data.arrays(dataset_name, split, data_dir=data_dir, manual_dir=manual_dir)
+    for split in ("train", "test")
+  )
   if "label" not in train or np.ndim(train["image"]) != 4:
-    raise ValueError(f"Dataset {dataset_name!r} has no labelled images [N, H, W, C]; a judge"
-                     " needs both")
+    raise ValueError(
+      f"Dataset {dataset_name!r} has no labelled images [N, H, W, C]; a judge needs both"
+    )
   if num_classes is None:
     num_classes = int(max(train["label"].max(), test["label"].max())) + 1
   logging.info("Training a judge on %s (no cache at %s)", dataset_name, path)
@@ -429,6 +487,7 @@ def load_or_train_judge(dataset_name: str, *, data_dir=None, seed: int = 0, manu
 
 
 # --- User feature networks ---------------------------------------------------------------------
+
 
 def load_feature_fn(spec: str) -> FeatureFn:
   """Imports a user's feature network, e.g. their own Inception-v3 with their own weights.
@@ -449,18 +508,23 @@ def load_feature_fn(spec: str) -> FeatureFn:
   """
   module_name, sep, attr = spec.partition(":")
   if not sep or not module_name or not attr or ":" in attr:
-    raise ValueError(f"Feature network spec {spec!r} must look like 'package.module:function' or"
-                     " 'path/to/file.py:function'")
+    raise ValueError(
+      f"Feature network spec {spec!r} must look like 'package.module:function' or"
+      " 'path/to/file.py:function'"
+    )
   module = _import_module(module_name, spec)
   obj = module
   for part in attr.split("."):
     if not hasattr(obj, part):
-      raise AttributeError(f"Feature network spec {spec!r}: {module_name} has no attribute"
-                           f" {attr!r}")
+      raise AttributeError(
+        f"Feature network spec {spec!r}: {module_name} has no attribute {attr!r}"
+      )
     obj = getattr(obj, part)
   if not callable(obj):
-    raise TypeError(f"Feature network spec {spec!r}: {attr!r} is a {type(obj).__name__}, not a"
-                    " callable images [n, H, W, C] -> features [n, D]")
+    raise TypeError(
+      f"Feature network spec {spec!r}: {attr!r} is a {type(obj).__name__}, not a"
+      " callable images [n, H, W, C] -> features [n, D]"
+    )
   return obj
 
 
@@ -478,8 +542,9 @@ def _import_module(module_name, spec):
   try:
     return importlib.import_module(module_name)
   except ImportError as e:
-    raise ImportError(f"Feature network spec {spec!r}: cannot import {module_name!r} ({e}); is it"
-                      " on PYTHONPATH?") from e
+    raise ImportError(
+      f"Feature network spec {spec!r}: cannot import {module_name!r} ({e}); is it on PYTHONPATH?"
+    ) from e
 
 
 def apply_feature_fn(feature_fn: FeatureFn, images, *, batch_size: int = _EVAL_BATCH) -> np.ndarray:
@@ -499,10 +564,12 @@ def apply_feature_fn(feature_fn: FeatureFn, images, *, batch_size: int = _EVAL_B
   images = images.astype(np.float32)
   chunks = []
   for start in range(0, len(images), batch_size):
-    chunk = images[start:start + batch_size]
+    chunk = images[start : start + batch_size]
     feats = np.asarray(feature_fn(chunk), np.float32)
     if feats.ndim != 2 or feats.shape[0] != len(chunk):
-      raise ValueError(f"feature_fn must return features [n, D] for images [n, ...]; for"
-                       f" {chunk.shape} it returned shape {feats.shape}")
+      raise ValueError(
+        f"feature_fn must return features [n, D] for images [n, ...]; for"
+        f" {chunk.shape} it returned shape {feats.shape}"
+      )
     chunks.append(feats)
   return np.concatenate(chunks)

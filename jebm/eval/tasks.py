@@ -13,6 +13,7 @@ The tasks:
   - ``energy_histogram_data``: energy statistics of train vs test images (+ a PNG);
   - ``sample_quality``: the judge's accuracy, FID, KID, IS and class histogram on samples.
 """
+
 from typing import Optional
 
 import jax
@@ -51,16 +52,17 @@ def _energy_table_fn(energy_fn, num_classes, batch_size):
       raise ValueError(f"Need a batch of images [N, ...] with N >= 1, got shape {images.shape}")
     chunks = []
     for start in range(0, len(images), batch_size):
-      chunk = images[start:start + batch_size]
+      chunk = images[start : start + batch_size]
       padded = np.pad(chunk, ((0, batch_size - len(chunk)),) + ((0, 0),) * (chunk.ndim - 1))
-      chunks.append(np.asarray(chunk_fn(padded))[:len(chunk)])
+      chunks.append(np.asarray(chunk_fn(padded))[: len(chunk)])
     return np.concatenate(chunks)
 
   return table
 
 
-def class_energies(energy_fn: EnergyFn, images, num_classes: int, *,
-                   batch_size: int = _ENERGY_BATCH) -> np.ndarray:
+def class_energies(
+  energy_fn: EnergyFn, images, num_classes: int, *, batch_size: int = _ENERGY_BATCH
+) -> np.ndarray:
   """E(x, y) of every image under every class.
 
   Args:
@@ -75,8 +77,9 @@ def class_energies(energy_fn: EnergyFn, images, num_classes: int, *,
   return _energy_table_fn(energy_fn, num_classes, batch_size)(images)
 
 
-def min_energy(energy_fn: EnergyFn, images, num_classes: Optional[int] = None, *,
-               batch_size: int = _ENERGY_BATCH) -> np.ndarray:
+def min_energy(
+  energy_fn: EnergyFn, images, num_classes: Optional[int] = None, *, batch_size: int = _ENERGY_BATCH
+) -> np.ndarray:
   """E(x) for an unconditional energy, min_y E(x, y) for a conditional one.
 
   Args:
@@ -96,8 +99,9 @@ def _min_energy_fn(energy_fn, num_classes, batch_size):
   return table_fn if num_classes is None else (lambda images: table_fn(images).min(axis=1))
 
 
-def classification_accuracy(energy_fn: EnergyFn, images, labels, num_classes: int, *,
-                            batch_size: int = _ENERGY_BATCH) -> dict:
+def classification_accuracy(
+  energy_fn: EnergyFn, images, labels, num_classes: int, *, batch_size: int = _ENERGY_BATCH
+) -> dict:
   """The conditional EBM as a classifier: predicted label = argmin_y E(x, y).
 
   Args:
@@ -128,14 +132,20 @@ def ood_sets(rng_key: jax.Array, images) -> dict:
   noise_key, constant_key = jax.random.split(rng_key)
   constants = jax.random.uniform(constant_key, (images.shape[0],) + (1,) * (images.ndim - 1))
   return {
-      "uniform_noise": jax.random.uniform(noise_key, images.shape),
-      "constant": jnp.broadcast_to(constants, images.shape),
-      "inverted": 1.0 - images,
+    "uniform_noise": jax.random.uniform(noise_key, images.shape),
+    "constant": jnp.broadcast_to(constants, images.shape),
+    "inverted": 1.0 - images,
   }
 
 
-def ood_auroc(energy_fn: EnergyFn, test_images, *, rng_key: jax.Array,
-              num_classes: Optional[int] = None, batch_size: int = _ENERGY_BATCH) -> dict:
+def ood_auroc(
+  energy_fn: EnergyFn,
+  test_images,
+  *,
+  rng_key: jax.Array,
+  num_classes: Optional[int] = None,
+  batch_size: int = _ENERGY_BATCH,
+) -> dict:
   """How well the energy tells test images from synthetic out-of-distribution images.
 
   Score = -E(x) (or -min_y E(x, y)): higher = more in-distribution. The OOD sets are those of
@@ -167,9 +177,16 @@ def ood_auroc(energy_fn: EnergyFn, test_images, *, rng_key: jax.Array,
   return out
 
 
-def energy_histogram_data(energy_fn: EnergyFn, train_images, test_images,
-                          num_classes: Optional[int] = None, *, path=None,
-                          batch_size: int = _ENERGY_BATCH, title: str = "energies") -> dict:
+def energy_histogram_data(
+  energy_fn: EnergyFn,
+  train_images,
+  test_images,
+  num_classes: Optional[int] = None,
+  *,
+  path=None,
+  batch_size: int = _ENERGY_BATCH,
+  title: str = "energies",
+) -> dict:
   """Energy statistics of training vs test images (a gap hints at overfitting), plus a PNG.
 
   Args:
@@ -190,23 +207,41 @@ def energy_histogram_data(energy_fn: EnergyFn, train_images, test_images,
   out = {}
   for split, e in energies.items():
     e64 = e.astype(np.float64)
-    out.update({f"{split}_mean": float(e64.mean()), f"{split}_std": float(e64.std()),
-                f"num_{split}": int(e.size)})
+    out.update(
+      {
+        f"{split}_mean": float(e64.mean()),
+        f"{split}_std": float(e64.std()),
+        f"num_{split}": int(e.size),
+      }
+    )
   out["png"] = None if path is None else viz.save_histograms(path, energies, title)
   return out
 
 
 def _fid_kid(feats_a, feats_b, prefix, kid_subset_size, kid_num_subsets, seed):
   kid_mean, kid_std = metrics.kernel_inception_distance(
-      feats_a, feats_b, subset_size=kid_subset_size, num_subsets=kid_num_subsets, seed=seed)
-  return {f"fid_{prefix}": metrics.frechet_distance(feats_a, feats_b),
-          f"kid_{prefix}_mean": kid_mean, f"kid_{prefix}_std": kid_std}
+    feats_a, feats_b, subset_size=kid_subset_size, num_subsets=kid_num_subsets, seed=seed
+  )
+  return {
+    f"fid_{prefix}": metrics.frechet_distance(feats_a, feats_b),
+    f"kid_{prefix}_mean": kid_mean,
+    f"kid_{prefix}_std": kid_std,
+  }
 
 
-def sample_quality(samples, sample_labels, real_test_images, judge: judge_lib.Judge, *,
-                   feature_fn: Optional[judge_lib.FeatureFn] = None, kid_subset_size: int = 1000,
-                   kid_num_subsets: int = 100, seed: int = 0, is_splits: int = 10,
-                   batch_size: int = 500) -> dict:
+def sample_quality(
+  samples,
+  sample_labels,
+  real_test_images,
+  judge: judge_lib.Judge,
+  *,
+  feature_fn: Optional[judge_lib.FeatureFn] = None,
+  kid_subset_size: int = 1000,
+  kid_num_subsets: int = 100,
+  seed: int = 0,
+  is_splits: int = 10,
+  batch_size: int = 500,
+) -> dict:
   """Judge-based quality and diversity of generated samples, and FID/KID against real images.
 
   Args:
@@ -237,17 +272,21 @@ def sample_quality(samples, sample_labels, real_test_images, judge: judge_lib.Ju
   counts = np.bincount(predicted, minlength=judge.config.num_classes)
   freqs = counts[counts > 0] / counts.sum()
   probs = np.asarray(jax.nn.softmax(logits, axis=1), np.float64)
-  is_mean, is_std = metrics.inception_score(probs / probs.sum(1, keepdims=True),
-                                            splits=min(is_splits, len(probs)))
+  is_mean, is_std = metrics.inception_score(
+    probs / probs.sum(1, keepdims=True), splits=min(is_splits, len(probs))
+  )
   out = {"num_samples": int(len(predicted)), "num_real": int(len(real_test_images))}
   if sample_labels is not None:
     labels = np.asarray(sample_labels).reshape(-1)
     if len(labels) != len(predicted):
       raise ValueError(f"{len(predicted)} samples but {len(labels)} sample labels")
     out["judge_accuracy"] = float(np.mean(predicted == labels))
-  out.update(judge_class_histogram=[int(c) for c in counts],
-             judge_class_entropy=float(-np.sum(freqs * np.log(freqs))),
-             judge_inception_score_mean=is_mean, judge_inception_score_std=is_std)
+  out.update(
+    judge_class_histogram=[int(c) for c in counts],
+    judge_class_entropy=float(-np.sum(freqs * np.log(freqs))),
+    judge_inception_score_mean=is_mean,
+    judge_inception_score_std=is_std,
+  )
   kid = (kid_subset_size, kid_num_subsets, seed)
   feats = lambda x: np.asarray(judge_lib.judge_features(judge, x, batch_size=batch_size))
   out.update(_fid_kid(feats(samples), feats(real_test_images), "judge", *kid))

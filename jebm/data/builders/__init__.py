@@ -5,6 +5,7 @@ two_moons}``. They write ArrayRecord files by default, so
 ``tfds.data_source("jebm_digits", data_dir=DIR)`` prepares and reads them without TensorFlow;
 `jebm.data.load` calls them by their short names (``digits``, ``mnist``, ``toy2d/...``).
 """
+
 from jebm.data.builders.digits import JebmDigits, digits_split
 from jebm.data.builders.mnist import JebmMnist, find_mnist_files, MNIST_ENV_VAR, MNIST_FILES
 from jebm.data.builders.toy2d import JebmToy2d

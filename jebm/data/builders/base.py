@@ -1,4 +1,5 @@
 """Common base of jebm's TFDS builders: ArrayRecord by default, no `importlib_resources` needed."""
+
 import inspect
 
 from etils import epath

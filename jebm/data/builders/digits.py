@@ -5,6 +5,7 @@ Fixed split, a pure function of the labels and seed 0 (see `digits_split`): a st
 test set (29-31 per class) and a 1497-image train set. Records keep the original sklearn order
 within each split (index i of the split = i-th smallest original index).
 """
+
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -34,8 +35,10 @@ def digits_split(labels, num_test=NUM_TEST, seed=SPLIT_SEED):
   per_class = np.floor(quota).astype(int)
   short = num_test - per_class.sum()
   per_class[np.argsort(-(quota - per_class), kind="stable")[:short]] += 1
-  test = [np.random.default_rng([seed, int(c)]).permutation(np.flatnonzero(labels == c))[:k]
-          for c, k in zip(classes, per_class)]
+  test = [
+    np.random.default_rng([seed, int(c)]).permutation(np.flatnonzero(labels == c))[:k]
+    for c, k in zip(classes, per_class)
+  ]
   test_idx = np.sort(np.concatenate(test))
   train_idx = np.setdiff1d(np.arange(len(labels)), test_idx)
   return train_idx, test_idx
@@ -49,27 +52,33 @@ class JebmDigits(JebmBuilder):
 
   def _info(self):
     return tfds.core.DatasetInfo(
-        builder=self,
-        description=__doc__,
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Tensor(shape=(8, 8, 1), dtype=np.uint8,
-                                          encoding=tfds.features.Encoding.BYTES),
-            "label": tfds.features.ClassLabel(num_classes=10),
-        }),
-        supervised_keys=("image", "label"),
-        disable_shuffling=True,
-        homepage="https://archive.ics.uci.edu/dataset/80",
-        citation="Alpaydin & Kaynak, Optical Recognition of Handwritten Digits, UCI, 1998.",
+      builder=self,
+      description=__doc__,
+      features=tfds.features.FeaturesDict(
+        {
+          "image": tfds.features.Tensor(
+            shape=(8, 8, 1), dtype=np.uint8, encoding=tfds.features.Encoding.BYTES
+          ),
+          "label": tfds.features.ClassLabel(num_classes=10),
+        }
+      ),
+      supervised_keys=("image", "label"),
+      disable_shuffling=True,
+      homepage="https://archive.ics.uci.edu/dataset/80",
+      citation="Alpaydin & Kaynak, Optical Recognition of Handwritten Digits, UCI, 1998.",
     )
 
   def _split_generators(self, dl_manager):
     del dl_manager  # Bundled with scikit-learn: nothing to download.
     from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
+
     digits = load_digits()
     images = np.round(digits.images * 255 / 16).astype(np.uint8)[..., None]
     train_idx, test_idx = digits_split(digits.target)
-    return {"train": self._generate_examples(images, digits.target, train_idx),
-            "test": self._generate_examples(images, digits.target, test_idx)}
+    return {
+      "train": self._generate_examples(images, digits.target, train_idx),
+      "test": self._generate_examples(images, digits.target, test_idx),
+    }
 
   def _generate_examples(self, images, labels, indices):
     for i in indices:

@@ -5,6 +5,7 @@ Nothing is downloaded. The directory is TFDS's manual dir (``download_config.man
 when it holds the files, else the environment variable ``JEBM_MNIST_DIR``. Records keep the IDX
 order (record i = image i), image uint8 [28, 28, 1], label 0-9; 60000 train, 10000 test.
 """
+
 import os
 from pathlib import Path
 
@@ -16,8 +17,12 @@ from jebm.data.idx import read_idx
 
 MNIST_ENV_VAR = "JEBM_MNIST_DIR"
 # stem -> IDX kind; each may be spelled 'stem-idx3-ubyte' or 'stem.idx3-ubyte', optionally '.gz'.
-MNIST_FILES = {"train-images": "idx3", "train-labels": "idx1",
-               "t10k-images": "idx3", "t10k-labels": "idx1"}
+MNIST_FILES = {
+  "train-images": "idx3",
+  "train-labels": "idx1",
+  "t10k-images": "idx3",
+  "t10k-labels": "idx1",
+}
 
 INSTRUCTIONS = f"""\
 Put the four standard MNIST IDX files (train-images-idx3-ubyte, train-labels-idx1-ubyte,
@@ -57,7 +62,8 @@ def find_mnist_files(directory):
       missing.append(f"{stem}-{kind}-ubyte[.gz]")
   if missing:
     raise FileNotFoundError(
-        f"MNIST IDX files missing in {directory}: {', '.join(missing)}.\n{INSTRUCTIONS}")
+      f"MNIST IDX files missing in {directory}: {', '.join(missing)}.\n{INSTRUCTIONS}"
+    )
   return found
 
 
@@ -100,8 +106,9 @@ def read_mnist_split(images_path, labels_path):
   if images.shape[1:] != (28, 28):
     raise ValueError(f"{images_path}: images of shape {images.shape[1:]}, expected (28, 28)")
   if len(images) != len(labels):
-    raise ValueError(f"{images_path} has {len(images)} images but {labels_path} has"
-                     f" {len(labels)} labels")
+    raise ValueError(
+      f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels"
+    )
   if labels.size and labels.max() > 9:
     raise ValueError(f"{labels_path}: label {labels.max()} outside 0..9 (corrupt file?)")
   return images[..., None], labels
@@ -116,23 +123,28 @@ class JebmMnist(JebmBuilder):
 
   def _info(self):
     return tfds.core.DatasetInfo(
-        builder=self,
-        description=__doc__,
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Tensor(shape=(28, 28, 1), dtype=np.uint8,
-                                          encoding=tfds.features.Encoding.BYTES),
-            "label": tfds.features.ClassLabel(num_classes=10),
-        }),
-        supervised_keys=("image", "label"),
-        disable_shuffling=True,
-        homepage="http://yann.lecun.com/exdb/mnist/",
-        citation="LeCun, Cortes & Burges, The MNIST database of handwritten digits, 1998.",
+      builder=self,
+      description=__doc__,
+      features=tfds.features.FeaturesDict(
+        {
+          "image": tfds.features.Tensor(
+            shape=(28, 28, 1), dtype=np.uint8, encoding=tfds.features.Encoding.BYTES
+          ),
+          "label": tfds.features.ClassLabel(num_classes=10),
+        }
+      ),
+      supervised_keys=("image", "label"),
+      disable_shuffling=True,
+      homepage="http://yann.lecun.com/exdb/mnist/",
+      citation="LeCun, Cortes & Burges, The MNIST database of handwritten digits, 1998.",
     )
 
   def _split_generators(self, dl_manager):
     files = find_mnist_files(_manual_dir(dl_manager))
-    return {"train": self._generate_examples(files["train-images"], files["train-labels"]),
-            "test": self._generate_examples(files["t10k-images"], files["t10k-labels"])}
+    return {
+      "train": self._generate_examples(files["train-images"], files["train-labels"]),
+      "test": self._generate_examples(files["t10k-images"], files["t10k-labels"]),
+    }
 
   def _generate_examples(self, images_path, labels_path):
     images, labels = read_mnist_split(images_path, labels_path)

@@ -4,6 +4,7 @@ Configs: 8gaussians, rings, checkerboard, two_moons (see `jebm.data.toy2d` for t
 Records ``{"image": float32 [2], "label": int32}``; train = ``sample(name, 50000, seed=0)``,
 test = ``sample(name, 5000, seed=1)``, in sampling order.
 """
+
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -18,19 +19,22 @@ class JebmToy2d(JebmBuilder):
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release: train 50k (seed 0), test 5k (seed 1)."}
-  BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=name, description=f"toy2d density {name}")
-                     for name in toy2d.NAMES]
+  BUILDER_CONFIGS = [
+    tfds.core.BuilderConfig(name=name, description=f"toy2d density {name}") for name in toy2d.NAMES
+  ]
 
   def _info(self):
     return tfds.core.DatasetInfo(
-        builder=self,
-        description=__doc__ + "\n" + toy2d.__doc__,
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Tensor(shape=(2,), dtype=np.float32),
-            "label": tfds.features.Scalar(dtype=np.int32),
-        }),
-        supervised_keys=("image", "label"),
-        disable_shuffling=True,
+      builder=self,
+      description=__doc__ + "\n" + toy2d.__doc__,
+      features=tfds.features.FeaturesDict(
+        {
+          "image": tfds.features.Tensor(shape=(2,), dtype=np.float32),
+          "label": tfds.features.Scalar(dtype=np.int32),
+        }
+      ),
+      supervised_keys=("image", "label"),
+      disable_shuffling=True,
     )
 
   def _split_generators(self, dl_manager):
