@@ -19,7 +19,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from experiments import flags as launcher_flags
-from jebm import checkpoint, data, generate, viz
+from jebm import checkpoint, data, files, generate, viz
 from jebm.eval import judge as judge_lib
 from jebm.eval import tasks
 
@@ -133,9 +133,7 @@ def main(argv):
       continue
     logging.info("%s (%.1f s): %s", task, time.time() - t0, json.dumps(report[task])[:400])
   path = os.path.join(out_dir, "report.json")
-  with open(path + ".tmp", "w") as f:
-    json.dump(report, f, indent=2)
-  os.replace(path + ".tmp", path)
+  files.write_text(path, json.dumps(report, indent=2))
   logging.info("Wrote %s", path)
 
 

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from jebm import checkpoint, data, langevin, parallel, replay, viz
+from jebm import checkpoint, data, files, langevin, parallel, replay, viz
 from jebm import config as config_lib
 from jebm import train as train_lib
 from jebm.energy import from_model
@@ -43,10 +43,7 @@ def load_train_data(
 
 def write_config(workdir: str, config: config_lib.Config) -> None:
   """Writes ``<workdir>/config.json`` atomically."""
-  path = os.path.join(workdir, "config.json")
-  with open(path + ".tmp", "w") as f:
-    f.write(config.to_json())
-  os.replace(path + ".tmp", path)
+  files.write_text(os.path.join(workdir, "config.json"), config.to_json())
 
 
 def restore_or_create(workdir: str, config: config_lib.Config, mesh):

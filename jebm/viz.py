@@ -5,10 +5,10 @@ directory, then ``os.replace``), so a reader never sees half a file. Matplotlib 
 its object-oriented API with the Agg canvas: no pyplot state, no display needed.
 """
 
-import os
-import tempfile
 
 import numpy as np
+
+from jebm.files import write_atomically
 from PIL import Image
 
 
@@ -108,28 +108,6 @@ def chain_grid(starts, samples, reals, *, ncol=None, pad=1, gap=4) -> np.ndarray
   return hstack_images(grids, gap=gap)
 
 
-def _atomic_target(path):
-  path = os.fspath(path)
-  directory = os.path.dirname(path) or "."
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=os.path.splitext(path)[1])
-  os.close(fd)
-  return path, tmp
-
-
-def _write_atomically(path, write):
-  """Calls ``write(tmp_path)`` then moves the temp file to ``path``; returns ``path``."""
-  path, tmp = _atomic_target(path)
-  try:
-    write(tmp)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-  return path
-
-
 def save_png(path, image) -> str:
   """Writes one image as a PNG, atomically, creating parent directories.
 
@@ -146,7 +124,7 @@ def save_png(path, image) -> str:
   if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] not in (3, 4)):
     raise ValueError(f"save_png needs [H, W], [H, W, 1], [H, W, 3] or [H, W, 4], got {image.shape}")
   pil = Image.fromarray(image)
-  return _write_atomically(path, lambda tmp: pil.save(tmp, format="PNG"))
+  return write_atomically(path, lambda tmp: pil.save(tmp, format="PNG"))
 
 
 def save_histograms(path, named_values, title="", *, bins=50, xlabel="energy") -> str:
@@ -182,4 +160,4 @@ def save_histograms(path, named_values, title="", *, bins=50, xlabel="energy") -
   ax.set_ylabel("density")
   ax.legend()
   fig.tight_layout()
-  return _write_atomically(path, lambda tmp: fig.savefig(tmp, format="png"))
+  return write_atomically(path, lambda tmp: fig.savefig(tmp, format="png"))

@@ -31,7 +31,6 @@ import math
 import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -44,6 +43,7 @@ import optax
 from flax import traverse_util
 
 from jebm.eval.batching import map_batches
+from jebm.files import write_atomically
 
 FeatureFn = Callable[[np.ndarray], np.ndarray]
 """``feature_fn(images float32 [n, H, W, C] in [0, 1]) -> features [n, D]`` (array-like)."""
@@ -373,18 +373,9 @@ def save_judge(path, judge: Judge, *, test_accuracy: float, metadata: Optional[d
   )
   flat = traverse_util.flatten_dict(jax.device_get(judge.params), sep="/")
   arrays = {f"params/{k}": np.asarray(v) for k, v in flat.items()}
-  path = os.fspath(path)
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp_", suffix=".npz")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-  return path
+  return write_atomically(
+    path, lambda tmp: np.savez(tmp, meta=np.array(json.dumps(meta)), **arrays)
+  )
 
 
 def load_judge(path):
