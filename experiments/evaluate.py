@@ -68,7 +68,9 @@ def sample_quality(state, config, test, out_dir, init):
   samples, labels = np.asarray(samples), None if labels is None else np.asarray(labels)
   shown = samples if labels is None else samples[np.argsort(labels, kind="stable")]
   viz.save_png(
-    os.path.join(out_dir, f"samples_{init}.png"), viz.image_grid(shown[:: max(1, num // 100)][:100])
+    os.path.join(out_dir, f"samples_{init}.png"),
+    viz.image_grid(shown[:: max(1, num // 100)][:100]),
+    scale=viz.readable_scale(samples.shape[1]),
   )
   judge, judge_accuracy = judge_lib.load_or_train_judge(
     config.dataset, data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir

@@ -13,7 +13,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from experiments import flags as launcher_flags
-from jebm import checkpoint, generate, replay, viz
+from jebm import checkpoint, files, generate, replay, viz
 
 flags.DEFINE_integer("num_samples", 8, "Samples (per class for conditional models).")
 flags.DEFINE_string("out", None, "Output .npz (default: <workdir>/samples/samples.npz).")
@@ -52,16 +52,17 @@ def main(argv):
     order = np.argsort(np.asarray(labels), kind="stable")
     samples, labels = samples[order], labels[order]
   out = FLAGS.out or os.path.join(FLAGS.workdir, "samples", "samples.npz")
-  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   images = np.asarray(replay.quantize(samples))
-  np.savez(out, images=images, labels=np.full((num,), -1) if labels is None else np.asarray(labels))
+  labels = np.full((num,), -1) if labels is None else np.asarray(labels)
+  files.write_atomically(out, lambda tmp: np.savez(tmp, images=images, labels=labels))
   png = os.path.splitext(out)[0] + ".png"
   if images.ndim == 4:
     viz.save_png(
       png,
       viz.image_grid(
-        images, ncol=FLAGS.num_samples if FLAGS.init == "noise" and labels is not None else None
+        images, ncol=FLAGS.num_samples if FLAGS.init == "noise" and config.conditional else None
       ),
+      scale=viz.readable_scale(images.shape[1]),
     )
   logging.info("Wrote %d samples to %s and %s", num, out, png)
 

@@ -172,7 +172,11 @@ def train_and_evaluate(
           writer.add_scalar(f"train/{k}", v, step)
       if sample_grid is not None and (step % config.sample_every == 0 or last):
         image = sample_grid(state, batch)
-        viz.save_png(os.path.join(workdir, "samples", f"step_{step:07d}.png"), image)
+        viz.save_png(
+          os.path.join(workdir, "samples", f"step_{step:07d}.png"),
+          image,
+          scale=viz.readable_scale(config.example_shape[0]),
+        )
         writer.add_image("samples", image, step, dataformats="HWC")
       if step % config.checkpoint_every == 0 or last:
         checkpoint.save(mngr, state, config)

@@ -5,7 +5,6 @@ directory, then ``os.replace``), so a reader never sees half a file. Matplotlib 
 its object-oriented API with the Agg canvas: no pyplot state, no display needed.
 """
 
-
 import numpy as np
 
 from jebm.files import write_atomically
@@ -108,17 +107,23 @@ def chain_grid(starts, samples, reals, *, ncol=None, pad=1, gap=4) -> np.ndarray
   return hstack_images(grids, gap=gap)
 
 
-def save_png(path, image) -> str:
+def readable_scale(height: int, target: int = 32) -> int:
+  """The integer enlargement that shows images of ``height`` pixels at least ~target pixels tall."""
+  return max(1, target // height)
+
+
+def save_png(path, image, *, scale: int = 1) -> str:
   """Writes one image as a PNG, atomically, creating parent directories.
 
   Args:
     path: destination file.
     image: uint8 (or float in [0, 1]) [H, W], [H, W, 1] (saved grey), [H, W, 3] or [H, W, 4].
+    scale: nearest-neighbour enlargement factor (e.g. 4 makes 8x8 digits readable).
 
   Returns:
     ``path`` as a str.
   """
-  image = to_uint8(image)
+  image = to_uint8(image).repeat(scale, axis=0).repeat(scale, axis=1)
   if image.ndim == 3 and image.shape[-1] == 1:
     image = image[..., 0]
   if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] not in (3, 4)):
