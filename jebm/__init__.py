@@ -1,1 +1,10 @@
-"""jebm: energy-based models in JAX/Flax."""
+"""jebm: energy-based models in JAX/Flax (Du & Mordatch 2019).
+
+Sign convention everywhere: p(x) ∝ exp(-E(x)), low energy = likely. An energy fn maps x [B, ...]
+(and an optional condition y [B, ...]) to energies [B].
+"""
+
+from jebm import checkpoint, compose, config, data, energy, eval, files, generate, langevin
+from jebm import losses, metrics, models, optim, parallel, replay, train, viz
+
+__version__ = "0.1.0"
