@@ -62,7 +62,7 @@ class Config:
   init_low: float = 0.0
   init_high: float = 1.0
   batch_size: int = 128
-  num_steps: int = 1500
+  num_steps: int = 800
   seed: int = 0
   checkpoint_every: int = 500
   keep_checkpoints: int = 3
