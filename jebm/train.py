@@ -235,7 +235,7 @@ def make_train_step(
       "input_grad_norm_start": jnp.mean(chain.grad_norm[0]),
       "input_grad_norm_end": jnp.mean(chain.grad_norm[-1]),
       "abs_diff_neg_pos": jnp.mean(jnp.abs(x_neg - x_pos)),
-      "param_grad_norm": optax.global_norm(grads),
+      "param_grad_norm": optax.tree.norm(grads),
     }
     if axis_name is not None:
       metrics = jax.lax.pmean(metrics, axis_name)
