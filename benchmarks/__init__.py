@@ -1,0 +1,1 @@
+"""Throughput benchmarks of jebm (see benchmarks/README.md); not part of the library."""
