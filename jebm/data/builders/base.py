@@ -2,6 +2,8 @@
 
 import inspect
 
+import numpy as np
+
 from etils import epath
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core import utils as tfds_utils
@@ -23,3 +25,22 @@ class JebmBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     this equivalent avoids it.
     """
     return epath.Path(inspect.getfile(cls))
+
+  def _labelled_image_info(self, shape, num_classes, *, homepage, citation):
+    """DatasetInfo for uint8 images of ``shape`` with class labels, in record order."""
+    return tfds.core.DatasetInfo(
+      builder=self,
+      description=inspect.getmodule(type(self)).__doc__,
+      features=tfds.features.FeaturesDict(
+        {
+          "image": tfds.features.Tensor(
+            shape=shape, dtype=np.uint8, encoding=tfds.features.Encoding.BYTES
+          ),
+          "label": tfds.features.ClassLabel(num_classes=num_classes),
+        }
+      ),
+      supervised_keys=("image", "label"),
+      disable_shuffling=True,
+      homepage=homepage,
+      citation=citation,
+    )

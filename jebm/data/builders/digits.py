@@ -51,19 +51,9 @@ class JebmDigits(JebmBuilder):
   RELEASE_NOTES = {"1.0.0": "Initial release: stratified 1497/300 split, seed 0."}
 
   def _info(self):
-    return tfds.core.DatasetInfo(
-      builder=self,
-      description=__doc__,
-      features=tfds.features.FeaturesDict(
-        {
-          "image": tfds.features.Tensor(
-            shape=(8, 8, 1), dtype=np.uint8, encoding=tfds.features.Encoding.BYTES
-          ),
-          "label": tfds.features.ClassLabel(num_classes=10),
-        }
-      ),
-      supervised_keys=("image", "label"),
-      disable_shuffling=True,
+    return self._labelled_image_info(
+      (8, 8, 1),
+      10,
       homepage="https://archive.ics.uci.edu/dataset/80",
       citation="Alpaydin & Kaynak, Optical Recognition of Handwritten Digits, UCI, 1998.",
     )

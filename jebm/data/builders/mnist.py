@@ -9,7 +9,6 @@ order (record i = image i), image uint8 [28, 28, 1], label 0-9; 60000 train, 100
 import os
 from pathlib import Path
 
-import numpy as np
 import tensorflow_datasets as tfds
 
 from jebm.data.builders.base import JebmBuilder
@@ -122,19 +121,9 @@ class JebmMnist(JebmBuilder):
   MANUAL_DOWNLOAD_INSTRUCTIONS = INSTRUCTIONS
 
   def _info(self):
-    return tfds.core.DatasetInfo(
-      builder=self,
-      description=__doc__,
-      features=tfds.features.FeaturesDict(
-        {
-          "image": tfds.features.Tensor(
-            shape=(28, 28, 1), dtype=np.uint8, encoding=tfds.features.Encoding.BYTES
-          ),
-          "label": tfds.features.ClassLabel(num_classes=10),
-        }
-      ),
-      supervised_keys=("image", "label"),
-      disable_shuffling=True,
+    return self._labelled_image_info(
+      (28, 28, 1),
+      10,
       homepage="http://yann.lecun.com/exdb/mnist/",
       citation="LeCun, Cortes & Burges, The MNIST database of handwritten digits, 1998.",
     )
