@@ -1,0 +1,57 @@
+"""``ConvEnergy`` with a swappable convolution, for ablations of jebm's conv lowering.
+
+``jebm.models.SNConv`` runs ``jebm.ops.conv2d`` (XLA's forward convolution, a faster input
+gradient). ``conv_energy_apply`` is ``ConvEnergy.apply`` (unconditional, no spectral norm) with any
+``conv(x, kernel, stride)`` on the same variables, e.g. ``jebm.ops.xla_conv`` (XLA's own
+gradient: jebm before ``jebm.ops``) or the im2col variants in ``benchmarks.levers``;
+``SwapConvModel`` wraps it so that ``jebm.train`` can use it unchanged.
+"""
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+
+from jebm.models import ConvEnergy, get_activation
+from jebm.ops import conv2d
+
+
+def conv_energy_apply(model: ConvEnergy, variables: Any, x: jax.Array,
+                      y: Optional[jax.Array] = None, *, conv: Callable = conv2d,
+                      **unused) -> jax.Array:
+  """``model.apply(variables, x)`` for an unconditional ``ConvEnergy`` without spectral norm,
+  with ``conv(x, kernel, stride)`` (default ``conv2d``) as its convolution: energies [B] float32
+  (low = likely)."""
+  del y, unused
+  if model.num_classes is not None or model.spectral_norm:
+    raise ValueError("conv_energy_apply covers unconditional ConvEnergy without spectral norm")
+  params, act, dtype = variables["params"], get_activation(model.activation), model.dtype
+
+  def layer(name, h, stride):
+    kernel = params[name]["kernel"].astype(dtype)
+    return act(conv(h.astype(dtype), kernel, stride) + params[name]["bias"].astype(dtype))
+
+  h = layer("stem", x, 1)
+  for i in range(len(model.features)):
+    h = layer(f"conv_{i}", h, 2)
+  h = jnp.mean(h.astype(jnp.float32), axis=(1, 2))
+  dense = params["dense"]
+  h = act(jnp.dot(h.astype(dtype), dense["kernel"].astype(dtype)) + dense["bias"].astype(dtype))
+  head = params["energy"]
+  return (jnp.dot(h.astype(jnp.float32), head["kernel"]) + head["bias"])[:, 0]
+
+
+class SwapConvModel:
+  """Duck-typed stand-in for a ``ConvEnergy`` (same ``init`` and variables) whose ``apply`` uses
+  ``conv``; accepted by ``jebm.train.create_train_state`` and ``make_train_step``."""
+
+  def __init__(self, model: ConvEnergy, conv: Callable):
+    self.model, self.conv = model, conv
+
+  def init(self, *args, **kwargs):
+    """``ConvEnergy.init``: the variables are the same."""
+    return self.model.init(*args, **kwargs)
+
+  def apply(self, variables, x, y=None, **kwargs):
+    """Energies [B] float32 of x [B, H, W, C]; update_stats/mutable are accepted and ignored
+    (no spectral-norm state)."""
+    return conv_energy_apply(self.model, variables, x, y, conv=self.conv, **kwargs)

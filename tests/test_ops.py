@@ -1,0 +1,88 @@
+"""jebm.ops.conv2d against lax.conv_general_dilated; jebm.xla_flags."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jebm import ops, xla_flags
+
+# (height, width, c_in, c_out, kernel, stride): strided (phase path; odd and even sizes, padding
+# on one or both sides), stride-1 stems (col2im path), stride-1 wide layers (XLA's transpose).
+CASES = [
+  (8, 8, 4, 6, 3, 2),
+  (7, 9, 3, 5, 3, 2),
+  (28, 28, 8, 4, 3, 2),
+  (9, 9, 2, 3, 4, 3),
+  (8, 8, 1, 5, 3, 1),
+  (7, 6, 3, 4, 3, 1),
+  (6, 6, 16, 8, 3, 1),
+  (5, 5, 4, 4, 1, 1),
+]
+
+
+def _inputs(case, seed=0):
+  height, width, c_in, c_out, size, _ = case
+  kx, kk, kd = jax.random.split(jax.random.key(seed), 3)
+  x = jax.random.normal(kx, (3, height, width, c_in))
+  kernel = jax.random.normal(kk, (size, size, c_in, c_out)) / size
+  return x, kernel, kd
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_conv2d_values_and_gradients_match_lax(case):
+  stride = case[-1]
+  x, kernel, kd = _inputs(case)
+  want = ops.xla_conv(x, kernel, stride)
+  got = ops.conv2d(x, kernel, stride)
+  assert got.shape == want.shape
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  dy = jax.random.normal(kd, want.shape)
+  want_dx, want_dk = jax.vjp(lambda a, b: ops.xla_conv(a, b, stride), x, kernel)[1](dy)
+  got_dx, got_dk = jax.vjp(lambda a, b: ops.conv2d(a, b, stride), x, kernel)[1](dy)
+  np.testing.assert_allclose(got_dx, want_dx, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(got_dk, want_dk, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[4]])
+def test_conv2d_second_order_gradients_match_lax(case):
+  """d/dkernel of |d energy / dx|^2: what the KL-through-sampler term differentiates."""
+  stride = case[-1]
+  x, kernel, _ = _inputs(case, seed=1)
+
+  def grad_norm(conv, k):
+    dx = jax.grad(lambda a: jnp.sum(jnp.tanh(conv(a, k, stride))))(x)
+    return jnp.sum(dx**2)
+
+  want = jax.grad(lambda k: grad_norm(ops.xla_conv, k))(kernel)
+  got = jax.grad(lambda k: grad_norm(ops.conv2d, k))(kernel)
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_use_fast_cpu_flags_keeps_user_values(monkeypatch):
+  monkeypatch.setenv(
+    "XLA_FLAGS", "--xla_cpu_use_onednn=false --xla_force_host_platform_device_count=2"
+  )
+  value = xla_flags.use_fast_cpu_flags()
+  assert "--xla_cpu_use_onednn=false" in value and "--xla_cpu_use_onednn=true" not in value
+  assert "--xla_cpu_experimental_ynn_fusion_type=" in value
+  assert "--xla_force_host_platform_device_count=2" in value
+  assert xla_flags.use_fast_cpu_flags() == value  # idempotent
+
+
+def test_fast_cpu_flags_are_accepted_by_xla():
+  """XLA aborts on an unknown flag at backend start-up: run one computation with them set."""
+  code = (
+    "import jebm, jax.numpy as jnp; jebm.xla_flags.use_fast_cpu_flags();"
+    "print(float(jnp.ones((4, 4)).sum()))"
+  )
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  out = subprocess.run(
+    [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+  )
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stdout.strip() == "16.0"
