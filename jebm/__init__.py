@@ -5,6 +5,6 @@ Sign convention everywhere: p(x) ∝ exp(-E(x)), low energy = likely. An energy 
 """
 
 from jebm import checkpoint, compose, config, data, energy, eval, files, generate, langevin
-from jebm import losses, metrics, models, optim, parallel, replay, train, viz
+from jebm import losses, metrics, models, ops, optim, parallel, replay, train, viz, xla_flags
 
 __version__ = "0.1.0"
