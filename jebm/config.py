@@ -28,7 +28,8 @@ class Config:
   Model: model (a ``jebm.models.MODELS`` name), features (conv widths; MLP hidden sizes; unused
   by the ResNet presets), activation, spectral_norm.
   Sampler: langevin_steps, step_size, noise_scale, grad_clip (0 = none), clip_mode, x_min, x_max.
-  Objective and optimiser: l2_coeff, kl_coeff, kl_steps, learning_rate, warmup_steps, b1, b2.
+  Objective and optimiser: l2_coeff, kl_coeff, kl_steps, learning_rate, warmup_steps (linear
+  warm-up from 0), lr_schedule ("constant", or "cosine": decay to 0 at num_steps), b1, b2.
   Replay: buffer_capacity, reinit_prob, init_low, init_high (fresh chains ~ U[init_low, init_high)).
   Run: batch_size (global), num_steps, seed, checkpoint_every, keep_checkpoints, log_every,
   sample_every, max_energy (divergence guard: stop when |mean energy| exceeds it),
@@ -55,6 +56,7 @@ class Config:
   kl_steps: int = 1
   learning_rate: float = 1e-3
   warmup_steps: int = 100
+  lr_schedule: str = "constant"
   b1: float = 0.0
   b2: float = 0.999
   buffer_capacity: int = 10000
@@ -106,9 +108,15 @@ RESUMABLE_FIELDS = (
 
 
 def mismatched_fields(saved: Config, current: Config) -> Dict[str, Tuple[Any, Any]]:
-  """Fields (other than RESUMABLE_FIELDS) whose values differ: {name: (saved, current)}."""
+  """Fields (other than RESUMABLE_FIELDS) whose values differ: {name: (saved, current)}.
+
+  num_steps counts too when the learning rate decays towards it.
+  """
+  resumable = set(RESUMABLE_FIELDS)
+  if saved.lr_schedule != "constant":
+    resumable.discard("num_steps")
   a, b = dataclasses.asdict(saved), dataclasses.asdict(current)
-  return {k: (a[k], b[k]) for k in a if k not in RESUMABLE_FIELDS and a[k] != b[k]}
+  return {k: (a[k], b[k]) for k in a if k not in resumable and a[k] != b[k]}
 
 
 def build_model(config: Config) -> nn.Module:
@@ -124,12 +132,23 @@ def build_model(config: Config) -> nn.Module:
   return models.get_model(config.model, **kwargs)
 
 
+def learning_rate(config: Config) -> optax.Schedule:
+  """Learning rate per step: linear warm-up over warmup_steps, then constant or cosine decay."""
+  warmup = optax.linear_schedule(0.0, config.learning_rate, config.warmup_steps)
+  if config.lr_schedule == "constant":
+    after = optax.constant_schedule(config.learning_rate)
+  elif config.lr_schedule == "cosine":
+    after = optax.cosine_decay_schedule(
+      config.learning_rate, max(config.num_steps - config.warmup_steps, 1)
+    )
+  else:
+    raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {config.lr_schedule!r}")
+  return optax.join_schedules([warmup, after], [config.warmup_steps])
+
+
 def build_optimizer(config: Config) -> optax.GradientTransformation:
-  """The IGEBM optimiser with an optional linear learning-rate warm-up."""
-  lr = config.learning_rate
-  if config.warmup_steps:
-    lr = optax.linear_schedule(0.0, lr, config.warmup_steps)
-  return optim.igebm_adam(lr, b1=config.b1, b2=config.b2)
+  """The IGEBM optimiser with the learning rate of ``learning_rate(config)``."""
+  return optim.igebm_adam(learning_rate(config), b1=config.b1, b2=config.b2)
 
 
 def langevin_config(config: Config, num_steps: Optional[int] = None) -> LangevinConfig:

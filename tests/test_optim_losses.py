@@ -6,6 +6,7 @@ import numpy as np
 import optax
 import pytest
 
+from jebm import config as config_lib
 from jebm import losses, optim
 
 
@@ -46,3 +47,22 @@ def test_contrastive_divergence_terms():
   np.testing.assert_allclose(g_neg, [-1.0, 0.0])
   with pytest.raises(ValueError, match=r"\[B\]"):
     losses.contrastive_divergence(e_pos[:, None], e_neg, l2_coeff=1.0)
+
+
+def test_learning_rate_schedules():
+  constant = config_lib.learning_rate(config_lib.Config(learning_rate=1e-3, warmup_steps=100))
+  np.testing.assert_allclose([constant(s) for s in (0, 50, 100, 5000)], [0, 5e-4, 1e-3, 1e-3])
+  cosine = config_lib.learning_rate(
+    config_lib.Config(learning_rate=1e-3, warmup_steps=0, lr_schedule="cosine", num_steps=1000)
+  )
+  np.testing.assert_allclose([cosine(s) for s in (0, 500, 1000)], [1e-3, 5e-4, 0], atol=1e-9)
+  with pytest.raises(ValueError, match="lr_schedule"):
+    config_lib.learning_rate(config_lib.Config(lr_schedule="linear"))
+
+
+def test_num_steps_is_resumable_only_with_a_constant_learning_rate():
+  constant = config_lib.Config()
+  assert config_lib.mismatched_fields(constant, config_lib.Config(num_steps=5)) == {}
+  cosine = config_lib.Config(lr_schedule="cosine")
+  longer = config_lib.Config(lr_schedule="cosine", num_steps=5)
+  assert config_lib.mismatched_fields(cosine, longer) == {"num_steps": (cosine.num_steps, 5)}
