@@ -51,12 +51,12 @@ class Config:
   clip_mode: str = "elementwise"
   x_min: float = 0.0
   x_max: float = 1.0
-  l2_coeff: float = 0.1
+  l2_coeff: float = 1.0
   kl_coeff: float = 0.0
   kl_steps: int = 1
   learning_rate: float = 1e-3
   warmup_steps: int = 100
-  lr_schedule: str = "constant"
+  lr_schedule: str = "cosine"
   b1: float = 0.0
   b2: float = 0.999
   buffer_capacity: int = 10000
@@ -64,7 +64,7 @@ class Config:
   init_low: float = 0.0
   init_high: float = 1.0
   batch_size: int = 128
-  num_steps: int = 800
+  num_steps: int = 2000
   seed: int = 0
   checkpoint_every: int = 500
   keep_checkpoints: int = 3

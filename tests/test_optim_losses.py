@@ -50,7 +50,9 @@ def test_contrastive_divergence_terms():
 
 
 def test_learning_rate_schedules():
-  constant = config_lib.learning_rate(config_lib.Config(learning_rate=1e-3, warmup_steps=100))
+  constant = config_lib.learning_rate(
+    config_lib.Config(learning_rate=1e-3, warmup_steps=100, lr_schedule="constant")
+  )
   np.testing.assert_allclose([constant(s) for s in (0, 50, 100, 5000)], [0, 5e-4, 1e-3, 1e-3])
   cosine = config_lib.learning_rate(
     config_lib.Config(learning_rate=1e-3, warmup_steps=0, lr_schedule="cosine", num_steps=1000)
@@ -61,7 +63,7 @@ def test_learning_rate_schedules():
 
 
 def test_num_steps_is_resumable_only_with_a_constant_learning_rate():
-  constant = config_lib.Config()
+  constant = config_lib.Config(lr_schedule="constant")
   assert config_lib.mismatched_fields(constant, config_lib.Config(num_steps=5)) == {}
   cosine = config_lib.Config(lr_schedule="cosine")
   longer = config_lib.Config(lr_schedule="cosine", num_steps=5)
