@@ -12,10 +12,11 @@ gradient as:
     interior padding: no multiplications by inserted zeros, only plain convolutions;
   * stride 1 with few input channels (k*k*C_in <= 32, an image stem): one matmul of the cotangent
     with the kernel into per-tap columns, folded back by shifted adds (col2im);
-  * otherwise XLA's own transpose.
+  * otherwise, and on GPU/TPU (where the speed-up was not measured), XLA's own transpose.
 
 Values and gradients equal ``lax.conv_general_dilated``'s up to float rounding (NHWC/HWIO,
-'SAME' padding); reverse-over-reverse differentiation (the KL-through-sampler term) works.
+'SAME' padding); reverse-over-reverse differentiation (the KL-through-sampler term) works;
+forward-mode (``jax.jvp``) does not, as for any ``jax.custom_vjp``.
 """
 
 import functools
@@ -37,7 +38,7 @@ def _same_padding(size: int, kernel: int, stride: int) -> Tuple[int, Tuple[int, 
 
 
 def xla_conv(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
-  """What ``jebm.models.SNConv`` runs: ``lax.conv_general_dilated``, NHWC/HWIO, 'SAME'."""
+  """XLA's convolution (``lax.conv_general_dilated``, NHWC/HWIO, 'SAME'): ``conv2d``'s forward."""
   return lax.conv_general_dilated(x, kernel, (stride, stride), "SAME", dimension_numbers=_DIMS)
 
 
@@ -90,9 +91,10 @@ def _col2im_input_grad(dy: jax.Array, kernel: jax.Array, x_shape) -> jax.Array:
 def input_grad(dy: jax.Array, kernel: jax.Array, x_shape, stride: int) -> jax.Array:
   """d(sum(conv2d(x, kernel) * dy)) / dx for x of shape ``x_shape`` [B, H, W, C_in]."""
   size, _, c_in, _ = kernel.shape
-  if stride > 1:
+  on_cpu = jax.default_backend() == "cpu"
+  if on_cpu and stride > 1:
     return _phase_input_grad(dy, kernel, x_shape, stride)
-  if size * size * c_in <= _COL2IM_MAX_TAPS:
+  if on_cpu and size * size * c_in <= _COL2IM_MAX_TAPS:
     return _col2im_input_grad(dy, kernel, x_shape)
   x = jnp.zeros(x_shape, dy.dtype)
   return jax.vjp(lambda x_: xla_conv(x_, kernel, stride), x)[1](dy)[0]
