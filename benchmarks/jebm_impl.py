@@ -2,17 +2,20 @@
 would (``jax.jit`` of ``langevin.sample`` / ``train.make_train_step``), plus the FLOP counts and
 the machine's float32 matmul rate.
 
-Implementations:
+Implementations (the launchers set ``jebm.xla_flags.use_fast_cpu_flags()``; here every
+compilation gets the same options explicitly, so that variants compare inside one process):
   "jebm"                  the library as it is: ``ConvEnergy`` / ``MLPEnergy`` + ``langevin.sample``
-                          or ``make_train_step`` (train state donated).
-  "jebm+fastconv"         the same calls with the proposed convolution (``benchmarks.fast_conv``).
-  "... +xla-opts"          the same, compiled with ``COMPILER_OPTIONS`` (what a launcher would put
-                          in XLA_FLAGS: --xla_cpu_use_onednn=true
-                          --xla_cpu_experimental_ynn_fusion_type=).
-  "jebm bf16", "jebm+fastconv bf16" (the latter with --extra)
-                          ``ConvEnergy(dtype=bfloat16)``: bf16 network compute, float32 params,
+                          or ``make_train_step`` (train state donated), compiled with
+                          ``jebm.xla_flags.FAST_CPU_OPTIONS``.
+  "jebm -flags"           the same without those options (XLA's defaults: a notebook that did not
+                          call ``use_fast_cpu_flags``).
+  "jebm -convgrad"        XLA's own convolution input gradient instead of ``jebm.ops.conv2d``'s
+                          (``benchmarks.swap_conv`` with ``jebm.ops.xla_conv``).
+  "jebm -flags -convgrad" both removed: a straightforward jit + fori_loop implementation.
+  "jebm bf16"             ``ConvEnergy(dtype=bfloat16)``: bf16 network compute, float32 params,
                           energies and Langevin state.
 """
+
 import math
 from typing import Any, Callable, Dict, List, Optional
 
@@ -20,21 +23,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.fast_conv import FastConvModel
+from benchmarks.swap_conv import SwapConvModel
 from benchmarks.timing import Task, timed
 from benchmarks.workloads import Workload
-from jebm import langevin, optim, train
+from jebm import langevin, ops, optim, train
 from jebm.energy import from_model
+from jebm.xla_flags import FAST_CPU_OPTIONS
 
-XLA_OPTS = "+xla-opts"
-SAMPLE_IMPLS = ("jebm", "jebm+fastconv", f"jebm {XLA_OPTS}", f"jebm+fastconv {XLA_OPTS}",
-                "jebm bf16")
-EXTRA_SAMPLE_IMPLS = ("jebm+fastconv bf16",)
-TRAIN_IMPLS = ("jebm", "jebm+fastconv", f"jebm {XLA_OPTS}", f"jebm+fastconv {XLA_OPTS}")
-# XLA CPU options for the "+xla-opts" variants (per compilation, as XLA_FLAGS would set them):
-# Eigen convolutions with oneDNN's GEMM instead of YNNPACK fusions (see benchmarks/README.md).
-COMPILER_OPTIONS = {"xla_cpu_use_onednn": True, "xla_cpu_experimental_ynn_fusion_type": ""}
-MLP_IMPLS = ("jebm",)
+NO_FLAGS, NO_CONVGRAD = "-flags", "-convgrad"
+TRAIN_IMPLS = ("jebm", f"jebm {NO_FLAGS}", f"jebm {NO_CONVGRAD}", f"jebm {NO_FLAGS} {NO_CONVGRAD}")
+SAMPLE_IMPLS = TRAIN_IMPLS + ("jebm bf16",)
+EXTRA_SAMPLE_IMPLS = (f"jebm bf16 {NO_CONVGRAD}",)
+MLP_IMPLS = ("jebm", f"jebm {NO_FLAGS}")
 SEED = 0
 
 
@@ -43,15 +43,18 @@ def impls_for(workload: Workload, precision: bool = True, extra: bool = False) -
   ``extra`` adds the ones left out of the default run to save time)."""
   if workload.net == "mlp":
     return list(MLP_IMPLS)
-  names = TRAIN_IMPLS if workload.kind == "train" else SAMPLE_IMPLS + (
-      EXTRA_SAMPLE_IMPLS if extra else ())
+  names = (
+    TRAIN_IMPLS
+    if workload.kind == "train"
+    else SAMPLE_IMPLS + (EXTRA_SAMPLE_IMPLS if extra else ())
+  )
   return [n for n in names if precision or "bf16" not in n]
 
 
 def model_for(workload: Workload, impl: str):
-  """The energy model of an implementation: a Flax module or its fast-conv stand-in."""
+  """The energy model of an implementation: the Flax module, or its stand-in with XLA's conv."""
   model = workload.model(jnp.bfloat16 if "bf16" in impl else None)
-  return FastConvModel(model) if "fastconv" in impl else model
+  return SwapConvModel(model, ops.xla_conv) if NO_CONVGRAD in impl else model
 
 
 def init_variables(workload: Workload):
@@ -86,7 +89,7 @@ def sample_fn(workload: Workload, impl: str) -> Callable:
 
 
 def _options(impl: str):
-  return COMPILER_OPTIONS if XLA_OPTS in impl else None
+  return None if NO_FLAGS in impl else FAST_CPU_OPTIONS
 
 
 def _block(tree):
@@ -98,15 +101,21 @@ def sample_task(workload: Workload, impl: str, variables, outputs: Dict[str, Any
   x0, key, compiled = initial_state(workload), jax.random.key(SEED + 3), {}
 
   def prepare():
-    return timed(lambda: compiled.setdefault(
-        "fn", jax.jit(sample_fn(workload, impl)).lower(variables, key, x0).compile(
-            compiler_options=_options(impl))))
+    return timed(
+      lambda: compiled.setdefault(
+        "fn",
+        jax.jit(sample_fn(workload, impl))
+        .lower(variables, key, x0)
+        .compile(compiler_options=_options(impl)),
+      )
+    )
 
   def run():
     return timed(lambda: outputs.__setitem__(impl, _block(compiled["fn"](variables, key, x0))))
 
-  return Task(impl, workload.name, workload.sample_steps, precision=_precision(impl),
-              prepare=prepare, run=run)
+  return Task(
+    impl, workload.name, workload.sample_steps, precision=_precision(impl), prepare=prepare, run=run
+  )
 
 
 def _precision(impl: str) -> str:
@@ -120,23 +129,35 @@ def train_task(workload: Workload, impl: str, donate: bool = True) -> Task:
   holder, batch = {}, data_batch(workload)
 
   def prepare():
-    holder["state"] = train.create_train_state(jax.random.key(SEED), model, optimizer, config,
-                                               workload.shape)
-    step = jax.jit(train.make_train_step(model, optimizer, config),
-                   donate_argnums=(0,) if donate else ())
-    return timed(lambda: holder.setdefault("step", step.lower(holder["state"], batch).compile(
-        compiler_options=_options(impl))))
+    holder["state"] = train.create_train_state(
+      jax.random.key(SEED), model, optimizer, config, workload.shape
+    )
+    step = jax.jit(
+      train.make_train_step(model, optimizer, config), donate_argnums=(0,) if donate else ()
+    )
+    return timed(
+      lambda: holder.setdefault(
+        "step", step.lower(holder["state"], batch).compile(compiler_options=_options(impl))
+      )
+    )
 
   def one_step():
     holder["state"], metrics = holder["step"](holder["state"], batch)
     _block((holder["state"], metrics))
 
-  return Task(impl, workload.name, workload.sample_steps, precision=_precision(impl),
-              prepare=prepare, run=lambda: timed(one_step))
+  return Task(
+    impl,
+    workload.name,
+    workload.sample_steps,
+    precision=_precision(impl),
+    prepare=prepare,
+    run=lambda: timed(one_step),
+  )
 
 
-def make_tasks(workload: Workload, variables, outputs, precision: bool = True,
-               extra: bool = False) -> List[Task]:
+def make_tasks(
+  workload: Workload, variables, outputs, precision: bool = True, extra: bool = False
+) -> List[Task]:
   """The jebm tasks of one workload."""
   impls = impls_for(workload, precision, extra)
   if workload.kind == "sample":
@@ -145,9 +166,12 @@ def make_tasks(workload: Workload, variables, outputs, precision: bool = True,
 
 
 def step_flops_xla(workload: Workload, variables) -> float:
-  """FLOPs of one Langevin step per chain, from XLA's cost analysis of ``langevin.step`` (the
-  public model, float32): forward + input gradient of the energy, noise, clip and clamp."""
+  """FLOPs of one Langevin step per chain, from XLA's cost analysis of ``langevin.step`` (float32,
+  XLA's own conv gradient, whose FLOPs XLA counts without the inserted zeros): forward + input
+  gradient of the energy, noise, clip and clamp. The same FLOPs for every implementation."""
   model, config, x = workload.model(), workload.langevin_config(), initial_state(workload)
+  if workload.net != "mlp":
+    model = SwapConvModel(model, ops.xla_conv)
 
   def one_step(variables, rng_key, x):
     state = langevin.LangevinState(x, jnp.zeros(x.shape[:1]), jnp.zeros_like(x))
@@ -188,8 +212,13 @@ def matmul_task(size: int = 2048) -> Task:
   def prepare():
     return timed(lambda: holder.setdefault("fn", jax.jit(jnp.dot).lower(a, a).compile()))
 
-  return Task("jax matmul", "matmul", 2 * size**3,
-              prepare=prepare, run=lambda: timed(lambda: _block(holder["fn"](a, a))))
+  return Task(
+    "jax matmul",
+    "matmul",
+    2 * size**3,
+    prepare=prepare,
+    run=lambda: timed(lambda: _block(holder["fn"](a, a))),
+  )
 
 
 def energies(workload: Workload, variables) -> np.ndarray:
@@ -200,25 +229,30 @@ def energies(workload: Workload, variables) -> np.ndarray:
 def bf16_quality(workload: Workload, variables, outputs) -> Optional[Dict[str, float]]:
   """Float32 energies of the final samples of the float32 and bf16 chains (same start, same
   noise) and their mean absolute pixel difference: the reduced-precision option's cost."""
-  pairs = [(a, b) for a, b in (("jebm", "jebm bf16"), ("jebm+fastconv", "jebm+fastconv bf16"))
-           if a in outputs and b in outputs]
+  pairs = [
+    (a, b)
+    for a, b in (("jebm", "jebm bf16"), (f"jebm {NO_CONVGRAD}", f"jebm bf16 {NO_CONVGRAD}"))
+    if a in outputs and b in outputs
+  ]
   if not pairs:
     return None
   apply = jax.jit(workload.model().apply)
   f32, bf16 = pairs[0]
   return {
-      "mean_energy_float32_chain": float(jnp.mean(apply(variables, outputs[f32]))),
-      "mean_energy_bf16_chain": float(jnp.mean(apply(variables, outputs[bf16]))),
-      "mean_energy_start": float(jnp.mean(apply(variables, initial_state(workload)))),
-      "mean_abs_pixel_diff": float(jnp.mean(jnp.abs(outputs[f32] - outputs[bf16]))),
+    "mean_energy_float32_chain": float(jnp.mean(apply(variables, outputs[f32]))),
+    "mean_energy_bf16_chain": float(jnp.mean(apply(variables, outputs[bf16]))),
+    "mean_energy_start": float(jnp.mean(apply(variables, initial_state(workload)))),
+    "mean_abs_pixel_diff": float(jnp.mean(jnp.abs(outputs[f32] - outputs[bf16]))),
   }
 
 
 def export_weights(workload: Workload, variables) -> Dict[str, np.ndarray]:
   """Flat {"layer/param": array} of the float32 params plus the chain starts, jebm's energies
   there and the data batch, for the PyTorch side (which converts HWIO kernels itself)."""
-  flat = {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(leaf)
-          for path, leaf in jax.tree_util.tree_flatten_with_path(variables["params"])[0]}
+  flat = {
+    "/".join(str(getattr(k, "key", k)) for k in path): np.asarray(leaf)
+    for path, leaf in jax.tree_util.tree_flatten_with_path(variables["params"])[0]
+  }
   flat["x0"] = np.asarray(initial_state(workload))
   flat["jebm_energy"] = energies(workload, variables)
   if workload.kind == "train":

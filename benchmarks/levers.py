@@ -3,11 +3,13 @@ round-robin repetitions, ratios to plain jebm), for benchmarks/README.md.
 
   python -m benchmarks.levers [--workload mnist_sample] [--steps 10] [--reps 7] [--out FILE]
 
-Levers: XLA CPU compiler options (per compilation, so they compare inside one process), chunking
-the chains, conv lowerings (im2col, col2im-only, NCHW, the proposed ``fast_conv.conv2d``), batch
-vs per-example input gradients, scan unrolling on the dispatch-bound 2-D workload and donation of
-the train state.
+Levers, against a straightforward jit + fori_loop chain (XLA's own conv gradient, default XLA
+flags): XLA CPU compiler options (per compilation, so they compare inside one process), chunking
+the chains, conv lowerings (im2col, col2im-only, NCHW, ``jebm.ops.conv2d``), batch vs per-example
+input gradients, scan unrolling on the dispatch-bound 2-D workload and donation of the train
+state.
 """
+
 import argparse
 import dataclasses
 import json
@@ -18,19 +20,20 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from benchmarks import fast_conv, jebm_impl
+from benchmarks import jebm_impl, swap_conv
 from benchmarks.timing import Task, round_robin, timed
 from benchmarks.workloads import Workload, all_workloads
-from jebm import langevin
+from jebm import langevin, ops
 from jebm.energy import energy_and_grad, from_model
+from jebm.xla_flags import FAST_CPU_OPTIONS
 
 ONEDNN = {"xla_cpu_use_onednn": True}
 NO_YNN = {"xla_cpu_experimental_ynn_fusion_type": ""}
 OPTIONS = {
-    "XLA option xla_cpu_use_onednn": ONEDNN,
-    "XLA option: no YNNPACK fusions": NO_YNN,
-    "XLA options: oneDNN, no YNNPACK": {**ONEDNN, **NO_YNN},
-    "XLA option xla_cpu_enable_fast_math": {"xla_cpu_enable_fast_math": True},
+  "XLA option xla_cpu_use_onednn": ONEDNN,
+  "XLA option: no YNNPACK fusions": NO_YNN,
+  "XLA options: oneDNN, no YNNPACK": {**ONEDNN, **NO_YNN},
+  "XLA option xla_cpu_enable_fast_math": {"xla_cpu_enable_fast_math": True},
 }
 
 
@@ -38,12 +41,19 @@ def patches_conv(x, kernel, stride):
   """im2col: the k*k shifted strided slices concatenated, then one matmul."""
   size, _, c_in, c_out = kernel.shape
   batch, height, width, _ = x.shape
-  out_h, pad_h = fast_conv._same_padding(height, size, stride)
-  out_w, pad_w = fast_conv._same_padding(width, size, stride)
+  out_h, pad_h = ops._same_padding(height, size, stride)
+  out_w, pad_w = ops._same_padding(width, size, stride)
   xp = jnp.pad(x, ((0, 0), pad_h, pad_w, (0, 0)))
-  cols = [lax.slice(xp, (0, i, j, 0), (batch, i + (out_h - 1) * stride + 1,
-                                       j + (out_w - 1) * stride + 1, c_in), (1, stride, stride, 1))
-          for i in range(size) for j in range(size)]
+  cols = [
+    lax.slice(
+      xp,
+      (0, i, j, 0),
+      (batch, i + (out_h - 1) * stride + 1, j + (out_w - 1) * stride + 1, c_in),
+      (1, stride, stride, 1),
+    )
+    for i in range(size)
+    for j in range(size)
+  ]
   return jnp.concatenate(cols, axis=-1) @ kernel.reshape(-1, c_out)
 
 
@@ -52,7 +62,7 @@ def col2im_conv(x, kernel, stride):
 
   @jax.custom_vjp
   def conv(x, kernel):
-    return fast_conv.xla_conv(x, kernel, stride)
+    return ops.xla_conv(x, kernel, stride)
 
   def fwd(x, kernel):
     return conv(x, kernel), (x, kernel)
@@ -61,18 +71,21 @@ def col2im_conv(x, kernel, stride):
     x, kernel = res
     size = kernel.shape[0]
     columns = jnp.einsum("bhwo,ijco->bhwijc", dy, kernel)
-    _, (top, bottom) = fast_conv._same_padding(x.shape[1], size, stride)
-    _, (left, right) = fast_conv._same_padding(x.shape[2], size, stride)
+    _, (top, bottom) = ops._same_padding(x.shape[1], size, stride)
+    _, (left, right) = ops._same_padding(x.shape[2], size, stride)
     rows, cols = (dy.shape[1] - 1) * stride + 1, (dy.shape[2] - 1) * stride + 1
     total = None
     for i in range(size):
       for j in range(size):
-        placed = fast_conv._spread(columns[:, :, :, i, j, :], (i, j),
-                                   (x.shape[1] + top + bottom - i - rows,
-                                    x.shape[2] + left + right - j - cols), stride)
+        placed = ops._spread(
+          columns[:, :, :, i, j, :],
+          (i, j),
+          (x.shape[1] + top + bottom - i - rows, x.shape[2] + left + right - j - cols),
+          stride,
+        )
         total = placed if total is None else total + placed
-    dx = total[:, top:top + x.shape[1], left:left + x.shape[2], :]
-    return dx, jax.vjp(lambda k: fast_conv.xla_conv(x, k, stride), kernel)[1](dy)[0]
+    dx = total[:, top : top + x.shape[1], left : left + x.shape[2], :]
+    return dx, jax.vjp(lambda k: ops.xla_conv(x, k, stride), kernel)[1](dy)[0]
 
   conv.defvjp(fwd, bwd)
   return conv(x, kernel)
@@ -85,9 +98,10 @@ def nchw_energy(model, variables, x, y=None):
   for i, name in enumerate(["stem"] + [f"conv_{i}" for i in range(len(model.features))]):
     kernel = jnp.transpose(params[name]["kernel"], (3, 2, 0, 1))
     stride = 1 if i == 0 else 2
-    pads = [fast_conv._same_padding(n, 3, stride)[1] for n in h.shape[2:]]
-    h = lax.conv_general_dilated(h, kernel, (stride, stride), pads,
-                                 dimension_numbers=("NCHW", "OIHW", "NCHW"))
+    pads = [ops._same_padding(n, 3, stride)[1] for n in h.shape[2:]]
+    h = lax.conv_general_dilated(
+      h, kernel, (stride, stride), pads, dimension_numbers=("NCHW", "OIHW", "NCHW")
+    )
     h = act(h + params[name]["bias"][:, None, None])
   h = act(jnp.mean(h, axis=(2, 3)) @ params["dense"]["kernel"] + params["dense"]["bias"])
   return (h @ params["energy"]["kernel"] + params["energy"]["bias"])[:, 0]
@@ -108,29 +122,29 @@ def chunked(sample: Callable, chunk: int) -> Callable:
 def chain_with(workload: Workload, apply: Callable) -> Callable:
   """``(variables, key, x0) -> x`` of ``langevin.sample`` on the energy ``apply(variables, x)``."""
   config = workload.langevin_config()
-  return lambda v, k, x: langevin.sample(k, from_model(lambda v_, x_, y=None: apply(v_, x_), v),
-                                         x, config)[0]
+  return lambda v, k, x: langevin.sample(
+    k, from_model(lambda v_, x_, y=None: apply(v_, x_), v), x, config
+  )[0]
 
 
 def sampling_variants(workload: Workload) -> Dict[str, tuple]:
-  """name -> (chain fn, compiler options)."""
+  """name -> (chain fn, compiler options); the first is the straightforward baseline."""
   model = workload.model()
-  fast = lambda v, x: fast_conv.conv_energy_apply(model, v, x)
-  plain = chain_with(workload, model.apply)
-  out = {"jebm": (plain, {})}
-  out.update({f"jebm, {name}": (plain, opts) for name, opts in OPTIONS.items()})
+  swapped = lambda conv: chain_with(
+    workload, lambda v, x: swap_conv.conv_energy_apply(model, v, x, conv=conv)
+  )
+  plain, jebm = swapped(ops.xla_conv), chain_with(workload, model.apply)
   chunk = max(workload.batch // 4, 1)
-  out[f"jebm, chains in {workload.batch // chunk} chunks (lax.map)"] = (chunked(plain, chunk), {})
+  chunks = f"chains in {workload.batch // chunk} chunks (lax.map)"
+  out = {"plain (XLA conv gradient, default flags)": (plain, {})}
+  out.update({f"plain, {name}": (plain, opts) for name, opts in OPTIONS.items()})
+  out[f"plain, {chunks}"] = (chunked(plain, chunk), {})
   out["NCHW convolutions"] = (chain_with(workload, lambda v, x: nchw_energy(model, v, x)), {})
-  out["im2col convolutions (slices + matmul)"] = (chain_with(workload, lambda v, x: (
-      fast_conv.conv_energy_apply(model, v, x, conv=patches_conv))), {})
-  out["col2im input gradients in every layer"] = (chain_with(workload, lambda v, x: (
-      fast_conv.conv_energy_apply(model, v, x, conv=col2im_conv))), {})
-  fast_chain = chain_with(workload, fast)
-  out["jebm+fastconv"] = (fast_chain, {})
-  out["jebm+fastconv, XLA options: oneDNN, no YNNPACK"] = (fast_chain, {**ONEDNN, **NO_YNN})
-  out[f"jebm+fastconv, chains in {workload.batch // chunk} chunks"] = (
-      chunked(fast_chain, chunk), {})
+  out["im2col convolutions (slices + matmul)"] = (swapped(patches_conv), {})
+  out["col2im input gradients in every layer"] = (swapped(col2im_conv), {})
+  out["jebm.ops.conv2d, default flags"] = (jebm, {})
+  out["jebm (jebm.ops.conv2d + FAST_CPU_OPTIONS)"] = (jebm, FAST_CPU_OPTIONS)
+  out[f"jebm, {chunks}"] = (chunked(jebm, chunk), FAST_CPU_OPTIONS)
   return out
 
 
@@ -139,18 +153,28 @@ def compiled_task(name, workload_name, steps, fn, args, options) -> Task:
   holder = {}
 
   def prepare():
-    return timed(lambda: holder.setdefault(
-        "fn", jax.jit(fn).lower(*args).compile(compiler_options=options or None)))
+    return timed(
+      lambda: holder.setdefault(
+        "fn", jax.jit(fn).lower(*args).compile(compiler_options=options or None)
+      )
+    )
 
-  return Task(name, workload_name, steps, prepare=prepare,
-              run=lambda: timed(lambda: jax.block_until_ready(holder["fn"](*args))))
+  return Task(
+    name,
+    workload_name,
+    steps,
+    prepare=prepare,
+    run=lambda: timed(lambda: jax.block_until_ready(holder["fn"](*args))),
+  )
 
 
 def sampling_tasks(workload: Workload) -> List[Task]:
   variables = jebm_impl.init_variables(workload)
   args = (variables, jax.random.key(3), jebm_impl.initial_state(workload))
-  return [compiled_task(name, workload.name, workload.sample_steps, fn, args, opts)
-          for name, (fn, opts) in sampling_variants(workload).items()]
+  return [
+    compiled_task(name, workload.name, workload.sample_steps, fn, args, opts)
+    for name, (fn, opts) in sampling_variants(workload).items()
+  ]
 
 
 def gradient_tasks(workload: Workload) -> List[Task]:
@@ -161,10 +185,14 @@ def gradient_tasks(workload: Workload) -> List[Task]:
   single = lambda v, xi: model.apply(v, xi[None])[0]
   per_example = lambda v, x: jax.vmap(jax.grad(single, argnums=1), in_axes=(None, 0))(v, x)
   name = workload.name + " (one gradient)"
-  return [compiled_task("batch gradient: grad(sum E)", name, workload.batch, batch_grad,
-                        (variables, x), {}),
-          compiled_task("per-example gradients: vmap(grad E)", name, workload.batch, per_example,
-                        (variables, x), {})]
+  return [
+    compiled_task(
+      "batch gradient: grad(sum E)", name, workload.batch, batch_grad, (variables, x), {}
+    ),
+    compiled_task(
+      "per-example gradients: vmap(grad E)", name, workload.batch, per_example, (variables, x), {}
+    ),
+  ]
 
 
 def unrolled_chain(workload: Workload, unroll: int) -> Callable:
@@ -185,8 +213,16 @@ def unroll_tasks(workload: Workload) -> List[Task]:
   args = (variables, jax.random.key(3), jebm_impl.initial_state(workload))
   plain = chain_with(workload, workload.model().apply)
   return [compiled_task("jebm", workload.name, workload.sample_steps, plain, args, {})] + [
-      compiled_task(f"lax.scan unroll={u}", workload.name, workload.sample_steps,
-                    unrolled_chain(workload, u), args, {}) for u in (1, 4)]
+    compiled_task(
+      f"lax.scan unroll={u}",
+      workload.name,
+      workload.sample_steps,
+      unrolled_chain(workload, u),
+      args,
+      {},
+    )
+    for u in (1, 4)
+  ]
 
 
 def donation_tasks(workload: Workload) -> List[Task]:
@@ -208,8 +244,9 @@ def main(argv=None) -> int:
   by_name = {w.name: w for w in all_workloads()}
   conv = dataclasses.replace(by_name[args.workload], num_steps=args.steps)
   toy = by_name["mlp2d_sample"]
-  trainer = dataclasses.replace(by_name[args.workload.replace("sample", "train")],
-                                num_steps=args.steps)
+  trainer = dataclasses.replace(
+    by_name[args.workload.replace("sample", "train")], num_steps=args.steps
+  )
   groups = [sampling_tasks(conv), gradient_tasks(conv), unroll_tasks(toy), donation_tasks(trainer)]
   results = []
   for tasks in groups:
@@ -220,8 +257,11 @@ def main(argv=None) -> int:
     rows = [t.summary() for t in tasks]
     for row in rows:
       row["ratio"] = rows[0]["median_s"] / row["median_s"]
-      print(f"{row['workload']:28s} {row['impl']:52s} {row['steps_per_s']:10.0f}/s  "
-            f"x{row['ratio']:.2f}  compile {row['compile_s']:.1f} s", flush=True)
+      print(
+        f"{row['workload']:28s} {row['impl']:52s} {row['steps_per_s']:10.0f}/s  "
+        f"x{row['ratio']:.2f}  compile {row['compile_s']:.1f} s",
+        flush=True,
+      )
     results += rows
   if args.out:
     with open(args.out, "w") as f:

@@ -5,6 +5,7 @@
 Prints a table (sample-steps per second, ratio to jebm, fraction of the float32 FLOP limit,
 compile seconds) and writes it with everything measured to a JSON file. See benchmarks/README.md.
 """
+
 import argparse
 import json
 import os
@@ -34,22 +35,39 @@ def log(message: str) -> None:
 
 def parse_args(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--quick", action="store_true",
-                      help="small batches / chains / 3 reps: a smoke run in well under 2 minutes")
-  parser.add_argument("--torch", action="store_true",
-                      help="also run the PyTorch implementations (sets up their venv if missing)")
+  parser.add_argument(
+    "--quick",
+    action="store_true",
+    help="small batches / chains / 3 reps: a smoke run in well under 2 minutes",
+  )
+  parser.add_argument(
+    "--torch",
+    action="store_true",
+    help="also run the PyTorch implementations (sets up their venv if missing)",
+  )
   parser.add_argument("--out", default=os.path.join(HERE, "results.json"), help="JSON output")
-  parser.add_argument("--reps", type=int, default=None,
-                      help="timed repetitions (default 5; 3 quick)")
+  parser.add_argument(
+    "--reps", type=int, default=None, help="timed repetitions (default 5; 3 quick)"
+  )
   parser.add_argument("--workloads", default=None, help="comma-separated subset of workload names")
   parser.add_argument("--no-bf16", action="store_true", help="skip the bf16 jebm variant")
-  parser.add_argument("--impls", default=None,
-                      help="comma-separated subset of implementation names (matmuls always run)")
-  parser.add_argument("--extra", action="store_true",
-                      help="also time jebm+fastconv bf16 and torch with symmetric padding")
+  parser.add_argument(
+    "--impls",
+    default=None,
+    help="comma-separated subset of implementation names (matmuls always run)",
+  )
+  parser.add_argument(
+    "--extra",
+    action="store_true",
+    help="also time jebm bf16 -convgrad and torch with symmetric padding",
+  )
   parser.add_argument("--torch-venv", default=DEFAULT_TORCH_VENV, help="the PyTorch environment")
-  parser.add_argument("--torch-threads", type=int, default=None,
-                      help="torch intra-op threads (default: torch's own, one per core)")
+  parser.add_argument(
+    "--torch-threads",
+    type=int,
+    default=None,
+    help="torch intra-op threads (default: torch's own, one per core)",
+  )
   return parser.parse_args(argv)
 
 
@@ -67,11 +85,19 @@ def cpu_model() -> str:
 
 def environment() -> Dict[str, object]:
   """What the numbers were measured on."""
-  return {"python": platform.python_version(), "jax": jax.__version__, "jaxlib": jaxlib.__version__,
-          "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
-          "cpu": cpu_model(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
-          "xla_flags": os.environ.get("XLA_FLAGS", ""),
-          "loadavg_start": list(os.getloadavg()), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+  return {
+    "python": platform.python_version(),
+    "jax": jax.__version__,
+    "jaxlib": jaxlib.__version__,
+    "backend": jax.default_backend(),
+    "devices": [str(d) for d in jax.devices()],
+    "cpu": cpu_model(),
+    "cpu_count": os.cpu_count(),
+    "platform": platform.platform(),
+    "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    "loadavg_start": list(os.getloadavg()),
+    "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+  }
 
 
 class TorchServer:
@@ -85,9 +111,14 @@ class TorchServer:
     env = dict(os.environ)
     if threads:
       env["OMP_NUM_THREADS"] = str(threads)
-    self.proc = subprocess.Popen([python, os.path.join(HERE, "torch_impl.py")], env=env,
-                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                 bufsize=1)
+    self.proc = subprocess.Popen(
+      [python, os.path.join(HERE, "torch_impl.py")],
+      env=env,
+      stdin=subprocess.PIPE,
+      stdout=subprocess.PIPE,
+      text=True,
+      bufsize=1,
+    )
 
   def request(self, **message):
     """Sends one request and returns its reply; raises RuntimeError on a reported error."""
@@ -110,24 +141,35 @@ class TorchServer:
       self.proc.kill()
 
 
-def torch_tasks(server: TorchServer, workloads: List[Workload], variables, weights_dir: str,
-                extra: bool = False):
+def torch_tasks(
+  server: TorchServer, workloads: List[Workload], variables, weights_dir: str, extra: bool = False
+):
   """Sets the server up with jebm's weights and returns its tasks plus its report."""
   by_name = {w.name: w for w in workloads}
   for w in workloads:
     arrays = jebm_impl.export_weights(w, variables[w.name])
     np.savez(os.path.join(weights_dir, w.name + ".npz"), **arrays)
-  reply = server.request(op="setup", workloads=[w.spec() for w in workloads],
-                         weights_dir=weights_dir, extra=extra)
+  reply = server.request(
+    op="setup", workloads=[w.spec() for w in workloads], weights_dir=weights_dir, extra=extra
+  )
   tasks = []
   for t in reply["tasks"]:
     impl, name = t["impl"], t["workload"]
     steps = 2 * 2048**3 if name == "matmul" else by_name[name].sample_steps
-    call = lambda op, impl=impl, name=name: server.request(
-        op=op, impl=impl, workload=name)["seconds"]
-    tasks.append(Task(impl, name, steps, precision="bf16 autocast" if "bf16" in impl else "float32",
-                      prepare=lambda: None, run=lambda call=call: call("run"),
-                      warmup=lambda call=call: call("warmup")))
+    call = lambda op, impl=impl, name=name: server.request(op=op, impl=impl, workload=name)[
+      "seconds"
+    ]
+    tasks.append(
+      Task(
+        impl,
+        name,
+        steps,
+        precision="bf16 autocast" if "bf16" in impl else "float32",
+        prepare=lambda: None,
+        run=lambda call=call: call("run"),
+        warmup=lambda call=call: call("warmup"),
+      )
+    )
   return tasks, {"energy_check": reply["energy_check"], "info": reply["info"]}
 
 
@@ -138,8 +180,10 @@ def flop_counts(workloads: List[Workload], variables) -> Dict[str, Dict[str, flo
   for w in workloads:
     key = (w.net, w.shape, w.batch, w.num_steps)
     if key not in seen:
-      seen[key] = {"xla": jebm_impl.step_flops_xla(w, variables[w.name]),
-                   "analytic": jebm_impl.step_flops_analytic(w)}
+      seen[key] = {
+        "xla": jebm_impl.step_flops_xla(w, variables[w.name]),
+        "analytic": jebm_impl.step_flops_analytic(w),
+      }
     out[w.name] = seen[key]
   return out
 
@@ -157,6 +201,8 @@ def prepare_all(tasks: List[Task]) -> None:
 
 def collect(args) -> Dict[str, object]:
   """Runs everything and returns the JSON-able report."""
+  if "xla_cpu_" in os.environ.get("XLA_FLAGS", ""):
+    log("warning: XLA_FLAGS sets XLA CPU options; the '-flags' rows then get them too")
   env = environment()
   only = args.workloads.split(",") if args.workloads else None
   workloads = all_workloads(args.quick, only)
@@ -166,8 +212,9 @@ def collect(args) -> Dict[str, object]:
   flops = flop_counts(workloads, variables)
   tasks = [jebm_impl.matmul_task()]
   for w in workloads:
-    tasks += jebm_impl.make_tasks(w, variables[w.name], outputs[w.name], not args.no_bf16,
-                                  args.extra)
+    tasks += jebm_impl.make_tasks(
+      w, variables[w.name], outputs[w.name], not args.no_bf16, args.extra
+    )
   extra, server = {}, None
   with tempfile.TemporaryDirectory() as weights_dir:
     try:
@@ -193,25 +240,35 @@ def assemble(args, env, workloads, tasks, flops, variables, outputs, extra, reps
   """The report: environment, settings, FLOPs, peak, per-task results, targets, bf16 quality."""
   results = [t.summary() for t in tasks]
   rate = lambda impl, key: next((r.get(key) for r in results if r["impl"] == impl), None)
-  peak = {"jax_matmul_f32": rate("jax matmul", "steps_per_s"),
-          "jax_matmul_f32_best": rate("jax matmul", "best_steps_per_s"),
-          "torch_matmul_f32": rate("torch matmul", "steps_per_s"),
-          "matmul": "2048x2048 @ 2048x2048 float32; median and best repetition"}
+  peak = {
+    "jax_matmul_f32": rate("jax matmul", "steps_per_s"),
+    "jax_matmul_f32_best": rate("jax matmul", "best_steps_per_s"),
+    "torch_matmul_f32": rate("torch matmul", "steps_per_s"),
+    "matmul": "2048x2048 @ 2048x2048 float32; median and best repetition",
+  }
   report.annotate(results, flops, peak)
   compile_cifar = {r["impl"]: r["compile_s"] for r in results if r["workload"] == "cifar_train"}
-  quality = {w.name: jebm_impl.bf16_quality(w, variables[w.name], outputs[w.name])
-             for w in workloads if w.kind == "sample" and w.net == "conv"}
+  quality = {
+    w.name: jebm_impl.bf16_quality(w, variables[w.name], outputs[w.name])
+    for w in workloads
+    if w.kind == "sample" and w.net == "conv"
+  }
   return {
-      "environment": env,
-      "settings": {"quick": args.quick, "reps": reps, "torch": args.torch,
-                   "torch_threads": args.torch_threads, "extra": args.extra,
-                   "workloads": [w.spec() for w in workloads]},
-      "peak_flops": peak,
-      "flops": flops,
-      "results": results,
-      "targets": report.targets(results, compile_cifar),
-      "bf16_quality": quality,
-      "torch": extra,
+    "environment": env,
+    "settings": {
+      "quick": args.quick,
+      "reps": reps,
+      "torch": args.torch,
+      "torch_threads": args.torch_threads,
+      "extra": args.extra,
+      "workloads": [w.spec() for w in workloads],
+    },
+    "peak_flops": peak,
+    "flops": flops,
+    "results": results,
+    "targets": report.targets(results, compile_cifar),
+    "bf16_quality": quality,
+    "torch": extra,
   }
 
 

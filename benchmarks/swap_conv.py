@@ -6,6 +6,7 @@ gradient). ``conv_energy_apply`` is ``ConvEnergy.apply`` (unconditional, no spec
 gradient: jebm before ``jebm.ops``) or the im2col variants in ``benchmarks.levers``;
 ``SwapConvModel`` wraps it so that ``jebm.train`` can use it unchanged.
 """
+
 from typing import Any, Callable, Optional
 
 import jax
@@ -15,9 +16,15 @@ from jebm.models import ConvEnergy, get_activation
 from jebm.ops import conv2d
 
 
-def conv_energy_apply(model: ConvEnergy, variables: Any, x: jax.Array,
-                      y: Optional[jax.Array] = None, *, conv: Callable = conv2d,
-                      **unused) -> jax.Array:
+def conv_energy_apply(
+  model: ConvEnergy,
+  variables: Any,
+  x: jax.Array,
+  y: Optional[jax.Array] = None,
+  *,
+  conv: Callable = conv2d,
+  **unused,
+) -> jax.Array:
   """``model.apply(variables, x)`` for an unconditional ``ConvEnergy`` without spectral norm,
   with ``conv(x, kernel, stride)`` (default ``conv2d``) as its convolution: energies [B] float32
   (low = likely)."""

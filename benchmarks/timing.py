@@ -1,6 +1,7 @@
 """Timing harness: every implementation x workload is a ``Task``; repetitions run round-robin
 (rep 1 of every task, then rep 2, ...) so that load from other processes on a shared machine hits
 all implementations alike and the ratios stay meaningful."""
+
 import os
 import statistics
 import time
@@ -14,9 +15,17 @@ class Task:
   ``warmup()`` runs it once; ``run()`` runs one repetition and returns its wall seconds.
   """
 
-  def __init__(self, impl: str, workload: str, sample_steps: int, *, precision: str = "float32",
-               prepare: Callable[[], Optional[float]], run: Callable[[], float],
-               warmup: Optional[Callable[[], float]] = None):
+  def __init__(
+    self,
+    impl: str,
+    workload: str,
+    sample_steps: int,
+    *,
+    precision: str = "float32",
+    prepare: Callable[[], Optional[float]],
+    run: Callable[[], float],
+    warmup: Optional[Callable[[], float]] = None,
+  ):
     self.impl, self.workload, self.precision = impl, workload, precision
     self.sample_steps = sample_steps
     self._prepare, self._run, self._warmup = prepare, run, warmup or run
@@ -36,16 +45,27 @@ class Task:
 
   def summary(self) -> Dict[str, object]:
     """Median and spread of the repetitions, throughput in sample-steps per second."""
-    out: Dict[str, object] = {"impl": self.impl, "workload": self.workload,
-                              "precision": self.precision, "compile_s": self.compile_s,
-                              "warmup_s": self.warmup_s, "reps": len(self.times)}
+    out: Dict[str, object] = {
+      "impl": self.impl,
+      "workload": self.workload,
+      "precision": self.precision,
+      "compile_s": self.compile_s,
+      "warmup_s": self.warmup_s,
+      "reps": len(self.times),
+    }
     if self.error:
       out["error"] = self.error
     if self.times:
       median = statistics.median(self.times)
-      out.update(median_s=median, min_s=min(self.times), max_s=max(self.times),
-                 times_s=self.times, steps_per_s=self.sample_steps / median,
-                 best_steps_per_s=self.sample_steps / min(self.times), reps_per_s=1.0 / median)
+      out.update(
+        median_s=median,
+        min_s=min(self.times),
+        max_s=max(self.times),
+        times_s=self.times,
+        steps_per_s=self.sample_steps / median,
+        best_steps_per_s=self.sample_steps / min(self.times),
+        reps_per_s=1.0 / median,
+      )
     return out
 
 

@@ -25,6 +25,7 @@ Training ("torch eager NCHW", "torch eager channels_last", "torch bf16 autocast"
 buffer (5% fresh uniform starts), the chain, CD + L2 loss, and the IGEBM optimiser (per-element
 clip to 3 sqrt(nu) + 0.1, then Adam with b1 = 0), as ``jebm.train.make_train_step``.
 """
+
 import contextlib
 import json
 import math
@@ -53,7 +54,8 @@ class ConvEnergyTorch(nn.Module):
     height, width, channels = shape
     self.convs, self.pads = nn.ModuleList(), []
     sizes = [(channels, features[0], 1)] + [
-        (a, b, 2) for a, b in zip([features[0], *features[:-1]], features)]
+      (a, b, 2) for a, b in zip([features[0], *features[:-1]], features)
+    ]
     for c_in, c_out, stride in sizes:
       (top, bottom), out_h = same_padding(height, 3, stride)
       (left, right), out_w = same_padding(width, 3, stride)
@@ -183,10 +185,12 @@ def torchebm_sampler(net, spec):
 
   clamp = None if cfg["x_min"] is None else (cfg["x_min"], cfg["x_max"])
   noise = cfg["noise_scale"] / math.sqrt(2 * cfg["step_size"])
-  sampler = LangevinDynamics(ClippedEnergy(), step_size=cfg["step_size"], noise_scale=noise,
-                             clamp=clamp)
+  sampler = LangevinDynamics(
+    ClippedEnergy(), step_size=cfg["step_size"], noise_scale=noise, clamp=clamp
+  )
   return lambda x, num_steps=None: sampler.sample(
-      x=x, n_steps=spec["num_steps"] if num_steps is None else num_steps)
+    x=x, n_steps=spec["num_steps"] if num_steps is None else num_steps
+  )
 
 
 class IgebmAdam:
@@ -245,8 +249,9 @@ class Trainer:
     """One training step (``num_steps`` overrides the chain length, for warm-up)."""
     images = self.images.float()
     x_pos = self._layout((images + torch.rand_like(images)) / 256.0)
-    x_neg = langevin_chain(self.net, self._layout(self._chain_starts(images.shape[0])), self.spec,
-                           self.bf16, num_steps)
+    x_neg = langevin_chain(
+      self.net, self._layout(self._chain_starts(images.shape[0])), self.spec, self.bf16, num_steps
+    )
     params = list(self.net.parameters())
     self.net.requires_grad_(True)
     with autocast(self.bf16):
@@ -261,13 +266,16 @@ class Trainer:
 
 
 SAMPLE_IMPLS = {  # name: (channels_last, bf16, symmetric_pad)
-    "torch eager NCHW": (False, False, False),
-    "torch eager channels_last": (True, False, False),
-    "torch bf16 autocast": (True, True, False),
+  "torch eager NCHW": (False, False, False),
+  "torch eager channels_last": (True, False, False),
+  "torch bf16 autocast": (True, True, False),
 }
 EXTRA_SAMPLE_IMPLS = {"torch eager channels_last (sym. pad)": (True, False, True)}
-TRAIN_IMPLS = {"torch eager NCHW": (False, False), "torch eager channels_last": (True, False),
-               "torch bf16 autocast": (True, True)}
+TRAIN_IMPLS = {
+  "torch eager NCHW": (False, False),
+  "torch eager channels_last": (True, False),
+  "torch bf16 autocast": (True, True),
+}
 
 
 def sample_runner(spec, weights, impl):
@@ -336,10 +344,14 @@ class Server:
     matmul = matmul_runner()
     self.runners[("matmul", "torch matmul")] = lambda num_steps=None: matmul()
     tasks.append({"impl": "torch matmul", "workload": "matmul"})
-    info = {"torch": torch.__version__, "threads": torch.get_num_threads(),
-            "mkldnn": torch.backends.mkldnn.is_available()}
+    info = {
+      "torch": torch.__version__,
+      "threads": torch.get_num_threads(),
+      "mkldnn": torch.backends.mkldnn.is_available(),
+    }
     try:
       import torchebm
+
       info["torchebm"] = getattr(torchebm, "__version__", "?")
     except ImportError as e:
       info["torchebm_error"] = str(e)

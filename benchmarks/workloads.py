@@ -1,5 +1,6 @@
 """The benchmark workloads: networks, shapes and sampler / trainer settings, shared by every
 implementation (jebm's side builds them with jebm; the PyTorch side gets ``spec`` as JSON)."""
+
 import dataclasses
 import math
 from typing import Any, Dict, List, Optional, Tuple
@@ -10,11 +11,13 @@ from jebm.train import TrainConfig
 
 CONV_FEATURES = (64, 128, 256)
 MLP_HIDDEN = (128, 128, 128)
-IMAGE_LANGEVIN = dict(step_size=10.0, noise_scale=0.005, grad_clip=0.01, clip_mode="elementwise",
-                      x_min=0.0, x_max=1.0)
+IMAGE_LANGEVIN = dict(
+  step_size=10.0, noise_scale=0.005, grad_clip=0.01, clip_mode="elementwise", x_min=0.0, x_max=1.0
+)
 TOY_STEP = 0.01
-TOY_LANGEVIN = dict(step_size=TOY_STEP, noise_scale=math.sqrt(2 * TOY_STEP), grad_clip=None,
-                    x_min=None, x_max=None)  # textbook ULA at temperature 1
+TOY_LANGEVIN = dict(
+  step_size=TOY_STEP, noise_scale=math.sqrt(2 * TOY_STEP), grad_clip=None, x_min=None, x_max=None
+)  # textbook ULA at temperature 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,8 +57,13 @@ class Workload:
 
   def train_config(self) -> TrainConfig:
     """IGEBM training settings: L2 coefficient 1, 5% fresh chains, uint8 replay buffer."""
-    return TrainConfig(langevin=self.langevin_config(), l2_coeff=1.0, reinit_prob=0.05,
-                       buffer_capacity=self.buffer_capacity, buffer_dtype="uint8")
+    return TrainConfig(
+      langevin=self.langevin_config(),
+      l2_coeff=1.0,
+      reinit_prob=0.05,
+      buffer_capacity=self.buffer_capacity,
+      buffer_dtype="uint8",
+    )
 
   @property
   def sample_steps(self) -> int:
@@ -65,9 +73,20 @@ class Workload:
   def spec(self) -> Dict[str, Any]:
     """Everything another implementation needs, as JSON-able values."""
     out = dataclasses.asdict(self)
-    out.update(shape=list(self.shape), features=list(CONV_FEATURES), hidden=list(MLP_HIDDEN),
-               activation="swish", l2_coeff=1.0, reinit_prob=0.05, learning_rate=3e-4,
-               adam_b1=0.0, adam_b2=0.999, clip_std=3.0, clip_offset=0.1, eps=1e-8)
+    out.update(
+      shape=list(self.shape),
+      features=list(CONV_FEATURES),
+      hidden=list(MLP_HIDDEN),
+      activation="swish",
+      l2_coeff=1.0,
+      reinit_prob=0.05,
+      learning_rate=3e-4,
+      adam_b1=0.0,
+      adam_b2=0.999,
+      clip_std=3.0,
+      clip_offset=0.1,
+      eps=1e-8,
+    )
     return out
 
 
@@ -78,10 +97,21 @@ def all_workloads(quick: bool = False, only: Optional[List[str]] = None) -> List
   capacity = 256 if quick else 10000
   out = []
   for prefix, shape in (("mnist", (28, 28, 1)), ("cifar", (32, 32, 3))):
-    out.append(Workload(f"{prefix}_sample", "sample", "conv", shape, conv_batch, conv_steps,
-                        IMAGE_LANGEVIN))
+    out.append(
+      Workload(f"{prefix}_sample", "sample", "conv", shape, conv_batch, conv_steps, IMAGE_LANGEVIN)
+    )
   out.append(Workload("mlp2d_sample", "sample", "mlp", (2,), toy_batch, toy_steps, TOY_LANGEVIN))
   for prefix, shape in (("mnist", (28, 28, 1)), ("cifar", (32, 32, 3))):
-    out.append(Workload(f"{prefix}_train", "train", "conv", shape, conv_batch, conv_steps,
-                        IMAGE_LANGEVIN, buffer_capacity=capacity))
+    out.append(
+      Workload(
+        f"{prefix}_train",
+        "train",
+        "conv",
+        shape,
+        conv_batch,
+        conv_steps,
+        IMAGE_LANGEVIN,
+        buffer_capacity=capacity,
+      )
+    )
   return [w for w in out if only is None or w.name in only]

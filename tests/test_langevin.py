@@ -1,6 +1,5 @@
 """Langevin samplers on energies with known answers."""
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
