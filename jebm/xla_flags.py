@@ -2,8 +2,9 @@
 
 On XLA CPU (jaxlib 0.10) convolutions go to YNNPACK fusions by default. For the EBM workloads
 (Langevin chains: forward convolutions plus their input gradients) Eigen's convolutions with
-oneDNN's matrix multiply are 1.2-1.8x faster (``benchmarks/README.md``). The options only touch
-the CPU backend; GPU and TPU ignore them.
+oneDNN's matrix multiply make jebm's conv chains about 1.6x faster; small MLP energies get 10-20%
+slower (``benchmarks/README.md``). The options only touch the CPU backend; GPU and TPU ignore
+them.
 
 XLA reads ``XLA_FLAGS`` once, when the first computation creates the backend, so call
 ``use_fast_cpu_flags()`` before any JAX computation (importing jax is fine). The launchers in
