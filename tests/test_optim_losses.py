@@ -64,7 +64,8 @@ def test_learning_rate_schedules():
 
 def test_num_steps_is_resumable_only_with_a_constant_learning_rate():
   constant = config_lib.Config(lr_schedule="constant")
-  assert config_lib.mismatched_fields(constant, config_lib.Config(num_steps=5)) == {}
+  shorter = config_lib.Config(lr_schedule="constant", num_steps=5)
+  assert config_lib.mismatched_fields(constant, shorter) == {}
   cosine = config_lib.Config(lr_schedule="cosine")
   longer = config_lib.Config(lr_schedule="cosine", num_steps=5)
   assert config_lib.mismatched_fields(cosine, longer) == {"num_steps": (cosine.num_steps, 5)}
