@@ -25,7 +25,7 @@ import numpy as np
 
 from benchmarks.swap_conv import SwapConvModel
 from benchmarks.timing import Task, timed
-from benchmarks.workloads import Workload
+from benchmarks.workloads import LEARNING_RATE, Workload
 from jebm import langevin, ops, optim, train
 from jebm.energy import from_model
 from jebm.xla_flags import FAST_CPU_OPTIONS
@@ -36,6 +36,7 @@ SAMPLE_IMPLS = TRAIN_IMPLS + ("jebm bf16",)
 EXTRA_SAMPLE_IMPLS = (f"jebm bf16 {NO_CONVGRAD}",)
 MLP_IMPLS = ("jebm", f"jebm {NO_FLAGS}")
 SEED = 0
+MATMUL_SIZE = 2048  # the float32 yardstick: MATMUL_SIZE^2 matrices
 
 
 def impls_for(workload: Workload, precision: bool = True, extra: bool = False) -> List[str]:
@@ -125,7 +126,7 @@ def _precision(impl: str) -> str:
 def train_task(workload: Workload, impl: str, donate: bool = True) -> Task:
   """A timed training step (replay draw, chain, CD + L2 loss, optimiser update, replay push)."""
   model, config = model_for(workload, impl), workload.train_config()
-  optimizer = optim.igebm_adam(3e-4)
+  optimizer = optim.igebm_adam(LEARNING_RATE)
   holder, batch = {}, data_batch(workload)
 
   def prepare():
@@ -203,7 +204,7 @@ def step_flops_analytic(workload: Workload) -> float:
   return 2.0 * forward
 
 
-def matmul_task(size: int = 2048) -> Task:
+def matmul_task(size: int = MATMUL_SIZE) -> Task:
   """The float32 FLOP/s yardstick: a jitted ``jnp.dot`` of two size x size matrices; its
   'sample_steps' is the FLOP count, so steps_per_s is FLOP/s."""
   a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)

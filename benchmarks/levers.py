@@ -32,7 +32,7 @@ NO_YNN = {"xla_cpu_experimental_ynn_fusion_type": ""}
 OPTIONS = {
   "XLA option xla_cpu_use_onednn": ONEDNN,
   "XLA option: no YNNPACK fusions": NO_YNN,
-  "XLA options: oneDNN, no YNNPACK": {**ONEDNN, **NO_YNN},
+  "XLA options: oneDNN, no YNNPACK (jebm's FAST_CPU_OPTIONS)": FAST_CPU_OPTIONS,
   "XLA option xla_cpu_enable_fast_math": {"xla_cpu_enable_fast_math": True},
 }
 

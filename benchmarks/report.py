@@ -115,10 +115,8 @@ def targets(results: List[Dict], compile_cifar_train: Dict[str, Optional[float]]
   """The issue's targets for jebm, on the median and on the best repetition."""
   out = []
   for stat in ("median", "best"):
-    for impl in (BASELINE,):
-      for workload in ("mnist_sample", "cifar_sample", "mnist_train", "cifar_train"):
-        out += _workload_checks(results, workload, impl, stat)
-    out += _workload_checks(results, "mlp2d_sample", BASELINE, stat)
+    for workload in ("mnist_sample", "cifar_sample", "mnist_train", "cifar_train", "mlp2d_sample"):
+      out += _workload_checks(results, workload, BASELINE, stat)
   seconds = compile_cifar_train.get(BASELINE)
   if seconds is not None:
     out.append(

@@ -150,12 +150,16 @@ def torch_tasks(
     arrays = jebm_impl.export_weights(w, variables[w.name])
     np.savez(os.path.join(weights_dir, w.name + ".npz"), **arrays)
   reply = server.request(
-    op="setup", workloads=[w.spec() for w in workloads], weights_dir=weights_dir, extra=extra
+    op="setup",
+    workloads=[w.spec() for w in workloads],
+    weights_dir=weights_dir,
+    extra=extra,
+    matmul_size=jebm_impl.MATMUL_SIZE,
   )
   tasks = []
   for t in reply["tasks"]:
     impl, name = t["impl"], t["workload"]
-    steps = 2 * 2048**3 if name == "matmul" else by_name[name].sample_steps
+    steps = 2 * jebm_impl.MATMUL_SIZE**3 if name == "matmul" else by_name[name].sample_steps
     call = lambda op, impl=impl, name=name: server.request(op=op, impl=impl, workload=name)[
       "seconds"
     ]

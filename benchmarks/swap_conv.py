@@ -13,7 +13,6 @@ import jax
 import jax.numpy as jnp
 
 from jebm.models import ConvEnergy, get_activation
-from jebm.ops import conv2d
 
 
 def conv_energy_apply(
@@ -22,11 +21,11 @@ def conv_energy_apply(
   x: jax.Array,
   y: Optional[jax.Array] = None,
   *,
-  conv: Callable = conv2d,
+  conv: Callable,
   **unused,
 ) -> jax.Array:
   """``model.apply(variables, x)`` for an unconditional ``ConvEnergy`` without spectral norm,
-  with ``conv(x, kernel, stride)`` (default ``conv2d``) as its convolution: energies [B] float32
+  with ``conv(x, kernel, stride)`` as its convolution: energies [B] float32
   (low = likely)."""
   del y, unused
   if model.num_classes is not None or model.spectral_norm:

@@ -318,8 +318,8 @@ def energy_check(spec, weights):
 WARMUP_STEPS = 2
 
 
-def matmul_runner(size=2048):
-  """torch's float32 matmul, for reference next to jax's."""
+def matmul_runner(size):
+  """torch's float32 matmul of size x size matrices, for reference next to jax's."""
   a = torch.randn(size, size)
   return lambda: a @ a
 
@@ -341,7 +341,7 @@ class Server:
       for impl in impls_for(spec, request.get("extra", False)):
         self.runners[(spec["name"], impl)] = self._make_runner(spec, weights, impl)
         tasks.append({"impl": impl, "workload": spec["name"]})
-    matmul = matmul_runner()
+    matmul = matmul_runner(request["matmul_size"])
     self.runners[("matmul", "torch matmul")] = lambda num_steps=None: matmul()
     tasks.append({"impl": "torch matmul", "workload": "matmul"})
     info = {

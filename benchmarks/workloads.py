@@ -11,6 +11,9 @@ from jebm.train import TrainConfig
 
 CONV_FEATURES = (64, 128, 256)
 MLP_HIDDEN = (128, 128, 128)
+ACTIVATION = "swish"
+# IGEBM training settings, the same for jebm and PyTorch.
+L2_COEFF, REINIT_PROB, LEARNING_RATE = 1.0, 0.05, 3e-4
 IMAGE_LANGEVIN = dict(
   step_size=10.0, noise_scale=0.005, grad_clip=0.01, clip_mode="elementwise", x_min=0.0, x_max=1.0
 )
@@ -48,8 +51,8 @@ class Workload:
     """The jebm energy network (float32 unless ``dtype`` is given)."""
     kwargs = {} if dtype is None else {"dtype": dtype}
     if self.net == "conv":
-      return ConvEnergy(features=CONV_FEATURES, activation="swish", **kwargs)
-    return MLPEnergy(hidden_sizes=MLP_HIDDEN, activation="swish", **kwargs)
+      return ConvEnergy(features=CONV_FEATURES, activation=ACTIVATION, **kwargs)
+    return MLPEnergy(hidden_sizes=MLP_HIDDEN, activation=ACTIVATION, **kwargs)
 
   def langevin_config(self) -> LangevinConfig:
     """The sampler settings."""
@@ -59,8 +62,8 @@ class Workload:
     """IGEBM training settings: L2 coefficient 1, 5% fresh chains, uint8 replay buffer."""
     return TrainConfig(
       langevin=self.langevin_config(),
-      l2_coeff=1.0,
-      reinit_prob=0.05,
+      l2_coeff=L2_COEFF,
+      reinit_prob=REINIT_PROB,
       buffer_capacity=self.buffer_capacity,
       buffer_dtype="uint8",
     )
@@ -77,10 +80,10 @@ class Workload:
       shape=list(self.shape),
       features=list(CONV_FEATURES),
       hidden=list(MLP_HIDDEN),
-      activation="swish",
-      l2_coeff=1.0,
-      reinit_prob=0.05,
-      learning_rate=3e-4,
+      activation=ACTIVATION,
+      l2_coeff=L2_COEFF,
+      reinit_prob=REINIT_PROB,
+      learning_rate=LEARNING_RATE,
       adam_b1=0.0,
       adam_b2=0.999,
       clip_std=3.0,
