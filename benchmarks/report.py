@@ -157,7 +157,7 @@ def render(data: Dict) -> str:
   lines.append(
     "FLOPs per sample-step (XLA cost analysis / analytic): "
     + "; ".join(
-      f"{'/'.join(names)} {x / 1e6:.2f}M / {a / 1e6:.2f}M" for (x, a), names in seen.items()
+      f"{'/'.join(names)} {x / 1e6:.4g}M / {a / 1e6:.4g}M" for (x, a), names in seen.items()
     )
   )
   lines += [table(data["results"]), "targets:", targets_text(data["targets"])]

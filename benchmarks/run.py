@@ -68,7 +68,13 @@ def parse_args(argv=None):
     default=None,
     help="torch intra-op threads (default: torch's own, one per core)",
   )
-  return parser.parse_args(argv)
+  args = parser.parse_args(argv)
+  if args.workloads:
+    try:
+      all_workloads(only=args.workloads.split(","))
+    except ValueError as e:
+      parser.error(str(e))
+  return args
 
 
 def cpu_model() -> str:

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from benchmarks import run, swap_conv
+from benchmarks import run, swap_conv, workloads
 from jebm import ops
 from jebm.models import ConvEnergy
 
@@ -81,3 +81,15 @@ def test_swapped_conv_energy_matches_conv_energy():
   np.testing.assert_allclose(swapped.apply(variables, x), model.apply(variables, x), atol=1e-6)
   grad = lambda apply: jax.grad(lambda x_: apply(variables, x_).sum())(x)
   np.testing.assert_allclose(grad(swapped.apply), grad(model.apply), atol=1e-6)
+
+
+def test_width_sweep_workloads_and_unknown_names(capsys):
+  by_name = {w.name: w for w in workloads.all_workloads()}
+  for width in workloads.MLP_SWEEP_WIDTHS:
+    sweep = by_name[f"mlp2d_w{width}_sample"]
+    assert sweep.model().hidden_sizes == (width,) * len(workloads.MLP_HIDDEN)
+    assert sweep.spec()["hidden"] == [width] * len(workloads.MLP_HIDDEN)
+    assert (sweep.batch, sweep.num_steps) == (by_name["mlp2d_sample"].batch, 100)
+  with pytest.raises(SystemExit):
+    run.parse_args(["--workloads", "mnist_sample,no_such_workload"])
+  assert "unknown workload(s) ['no_such_workload']" in capsys.readouterr().err
