@@ -35,8 +35,9 @@ def _fmt(value, spec, empty="-"):
 def table(results: List[Dict]) -> str:
   """A fixed-width table: workload, implementation, median and best throughput with their ratios
   to jebm, % of the float32 limit (best repetition), compile seconds, spread (max-min)/median."""
+  width = max([len("workload")] + [len(r["workload"]) for r in results])
   header = (
-    f"{'workload':13s} {'implementation':27s} {'steps/s':>8s} {'x jebm':>6s} "
+    f"{'workload':{width}s} {'implementation':27s} {'steps/s':>8s} {'x jebm':>6s} "
     f"{'best/s':>8s} {'x jebm':>6s} {'%limit':>6s} {'train/s':>7s} {'compile':>7s} "
     f"{'spread':>6s}"
   )
@@ -48,7 +49,7 @@ def table(results: List[Dict]) -> str:
     frac = r.get("fraction_of_f32_limit_best")
     train = r.get("reps_per_s") if r["workload"].endswith("train") else None
     lines.append(
-      f"{r['workload']:13s} {r['impl']:27s} {_fmt(r.get('steps_per_s'), '8.0f'):>8s} "
+      f"{r['workload']:{width}s} {r['impl']:27s} {_fmt(r.get('steps_per_s'), '8.0f'):>8s} "
       f"{_fmt(r.get('ratio_to_jebm'), '6.2f'):>6s} {_fmt(r.get('best_steps_per_s'), '8.0f'):>8s} "
       f"{_fmt(r.get('ratio_to_jebm_best'), '6.2f'):>6s} "
       f"{_fmt(None if frac is None else 100 * frac, '6.1f'):>6s} {_fmt(train, '7.3f'):>7s} "

@@ -188,7 +188,7 @@ def flop_counts(workloads: List[Workload], variables) -> Dict[str, Dict[str, flo
   (a training workload shares its sampling twin's chain, so each network is analysed once)."""
   out, seen = {}, {}
   for w in workloads:
-    key = (w.net, w.shape, w.batch, w.num_steps)
+    key = (w.net, w.shape, w.hidden, w.batch, w.num_steps)
     if key not in seen:
       seen[key] = {
         "xla": jebm_impl.step_flops_xla(w, variables[w.name]),
