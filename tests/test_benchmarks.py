@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from benchmarks import run, swap_conv, workloads
+from benchmarks import jebm_impl, run, swap_conv, workloads
 from jebm import ops
 from jebm.models import ConvEnergy
 
@@ -90,6 +90,11 @@ def test_width_sweep_workloads_and_unknown_names(capsys):
     assert sweep.model().hidden_sizes == (width,) * len(workloads.MLP_HIDDEN)
     assert sweep.spec()["hidden"] == [width] * len(workloads.MLP_HIDDEN)
     assert (sweep.batch, sweep.num_steps) == (by_name["mlp2d_sample"].batch, 100)
+  quick = {w.name: w for w in workloads.all_workloads(quick=True)}
+  narrow, wide = quick["mlp2d_w16_sample"], quick["mlp2d_sample"]
+  variables = {w.name: jebm_impl.init_variables(w) for w in (narrow, wide)}
+  flops = run.flop_counts([narrow, wide], variables)
+  assert flops[narrow.name]["xla"] < flops[wide.name]["xla"] / 10  # each network counted
   with pytest.raises(SystemExit):
     run.parse_args(["--workloads", "mnist_sample,no_such_workload"])
   assert "unknown workload(s) ['no_such_workload']" in capsys.readouterr().err
