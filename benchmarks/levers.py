@@ -69,22 +69,7 @@ def col2im_conv(x, kernel, stride):
 
   def bwd(res, dy):
     x, kernel = res
-    size = kernel.shape[0]
-    columns = jnp.einsum("bhwo,ijco->bhwijc", dy, kernel)
-    _, (top, bottom) = ops._same_padding(x.shape[1], size, stride)
-    _, (left, right) = ops._same_padding(x.shape[2], size, stride)
-    rows, cols = (dy.shape[1] - 1) * stride + 1, (dy.shape[2] - 1) * stride + 1
-    total = None
-    for i in range(size):
-      for j in range(size):
-        placed = ops._spread(
-          columns[:, :, :, i, j, :],
-          (i, j),
-          (x.shape[1] + top + bottom - i - rows, x.shape[2] + left + right - j - cols),
-          stride,
-        )
-        total = placed if total is None else total + placed
-    dx = total[:, top : top + x.shape[1], left : left + x.shape[2], :]
+    dx = ops._col2im_input_grad(dy, kernel, x.shape, stride)
     return dx, jax.vjp(lambda k: ops.xla_conv(x, k, stride), kernel)[1](dy)[0]
 
   conv.defvjp(fwd, bwd)

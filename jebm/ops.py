@@ -73,17 +73,20 @@ def _phase_input_grad(dy: jax.Array, kernel: jax.Array, x_shape, stride: int) ->
   return total[:, top : top + height, left : left + width, :]
 
 
-def _col2im_input_grad(dy: jax.Array, kernel: jax.Array, x_shape) -> jax.Array:
-  """Input gradient of a stride-1 'SAME' conv: per-tap columns by one matmul, shifted adds."""
+def _col2im_input_grad(dy: jax.Array, kernel: jax.Array, x_shape, stride: int = 1) -> jax.Array:
+  """Input gradient of a 'SAME' conv: per-tap columns by one matmul, placed on the stride grid
+  and added up (col2im)."""
   _, height, width, _ = x_shape
   size = kernel.shape[0]
-  _, (top, bottom) = _same_padding(height, size, 1)
-  _, (left, right) = _same_padding(width, size, 1)
+  _, (top, bottom) = _same_padding(height, size, stride)
+  _, (left, right) = _same_padding(width, size, stride)
+  rows, cols = (dy.shape[1] - 1) * stride + 1, (dy.shape[2] - 1) * stride + 1
   columns = jnp.einsum("bhwo,ijco->bhwijc", dy, kernel)
   total = None
   for i in range(size):
     for j in range(size):
-      placed = _spread(columns[:, :, :, i, j, :], (i, j), (top + bottom - i, left + right - j), 1)
+      after = (height + top + bottom - i - rows, width + left + right - j - cols)
+      placed = _spread(columns[:, :, :, i, j, :], (i, j), after, stride)
       total = placed if total is None else total + placed
   return total[:, top : top + height, left : left + width, :]
 

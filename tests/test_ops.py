@@ -86,3 +86,14 @@ def test_fast_cpu_flags_are_accepted_by_xla():
   )
   assert out.returncode == 0, out.stderr[-2000:]
   assert out.stdout.strip() == "16.0"
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c[-1] > 1] + [CASES[4]])
+def test_col2im_input_grad_matches_lax_for_any_stride(case):
+  """The col2im path (stem layers; the levers benchmark uses it strided too)."""
+  stride = case[-1]
+  x, kernel, kd = _inputs(case)
+  dy = jax.random.normal(kd, ops.xla_conv(x, kernel, stride).shape)
+  want = jax.vjp(lambda a: ops.xla_conv(a, kernel, stride), x)[1](dy)[0]
+  got = ops._col2im_input_grad(dy, kernel, x.shape, stride)
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
