@@ -4,6 +4,11 @@ A checkpoint is the whole TrainState (params, model state, optimiser state, repl
 step) plus the run's Config as JSON, under ``<workdir>/checkpoints/<step>``. Orbax writes each one
 into a temporary folder and renames it when complete, so a run killed mid-write leaves the previous
 checkpoint intact, and restoring never sees a partial one.
+
+Checkpoints do not depend on the number of devices: the replay buffer is saved in logical order
+(``jebm.parallel.to_logical_order``), and ``restore`` places every array where it is asked to (one
+device by default), so a run trained on 8 accelerators is restored, sampled, evaluated and resumed
+on a laptop, and the other way round.
 """
 
 import dataclasses
@@ -14,6 +19,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from jebm import config as config_lib
+from jebm import parallel
 from jebm.train import TrainState
 
 
@@ -32,12 +38,12 @@ def _to_saveable(state: TrainState) -> TrainState:
 
 
 def save(mngr: ocp.CheckpointManager, state: TrainState, config: config_lib.Config) -> None:
-  """Saves ``state`` and ``config`` at step ``state.step`` (asynchronously: call
-  ``mngr.wait_until_finished()`` before exiting)."""
+  """Saves ``state`` (placed anywhere, its buffer in logical order once saved) and ``config`` at
+  step ``state.step`` (asynchronously: call ``mngr.wait_until_finished()`` before exiting)."""
   mngr.save(
     int(state.step),
     args=ocp.args.Composite(
-      state=ocp.args.StandardSave(_to_saveable(state)),
+      state=ocp.args.StandardSave(_to_saveable(parallel.to_logical_order(state))),
       config=ocp.args.JsonSave(dataclasses.asdict(config)),
     ),
   )
@@ -81,18 +87,22 @@ def restore(
 ) -> Tuple[TrainState, config_lib.Config]:
   """Restores ``(train_state, config)`` from ``workdir`` (the newest checkpoint by default).
 
-  Works in a notebook with nothing but the workdir: the saved config rebuilds the state's
-  structure. ``shardings`` (a pytree of jax.sharding.Sharding matching the TrainState, e.g. from
-  ``jebm.parallel``) places the arrays on devices; by default they land on the default device.
+  Works in a notebook with nothing but the workdir, on any number of devices: the saved config
+  rebuilds the state's structure. ``shardings`` (a pytree of jax.sharding.Sharding matching the
+  TrainState, e.g. ``jebm.parallel.state_shardings``) places the arrays on devices, the replay
+  buffer in those devices' layout; by default everything lands on the default device, the buffer
+  in logical order (what ``jebm.generate`` and ``jebm.replay.sample`` read).
   """
   step = _existing_step(workdir, step)
   config = load_config(workdir, step)
   target = jax.eval_shape(lambda: _to_saveable(config_lib.create_state(config)))
-  if shardings is not None:
-    target = jax.tree.map(
-      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), target, shardings
-    )
+  if shardings is None:
+    shardings = jax.tree.map(lambda _: jax.sharding.SingleDeviceSharding(jax.devices()[0]), target)
+  target = jax.tree.map(
+    lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), target, shardings
+  )
   with manager(workdir) as mngr:
     restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
   state = restored.state
-  return state.replace(rng=jax.random.wrap_key_data(state.rng)), config
+  state = state.replace(rng=jax.random.wrap_key_data(state.rng))
+  return parallel.from_logical_order(state), config

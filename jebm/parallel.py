@@ -3,6 +3,11 @@
 One replica per device: each gets a slice of the global batch and its own shard of the replay
 buffer, draws its own random numbers (``fold_in(key, axis_index)``), and gradients and metrics are
 averaged with ``lax.pmean``. Parameters and optimiser state are replicated.
+
+The replay buffer stays one buffer: on the mesh its entries are interleaved over the devices
+(``jebm.replay``); ``to_logical_order`` / ``from_logical_order`` turn a placed state's buffer into
+plain logical order and back, which is what checkpoints store, so a run trained on n devices is
+restored, sampled and resumed on any other number of devices.
 """
 
 from typing import Callable, Optional, Sequence
@@ -11,6 +16,7 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from jebm import replay
 from jebm.replay import ReplayBuffer
 from jebm.train import TrainState
 
@@ -23,10 +29,17 @@ def make_mesh(devices: Optional[Sequence[jax.Device]] = None) -> jax.sharding.Me
   return jax.sharding.Mesh(np.asarray(devices), (AXIS,), axis_types=(jax.sharding.AxisType.Auto,))
 
 
+def buffer_specs() -> ReplayBuffer:
+  """PartitionSpecs of a ReplayBuffer: entries split across devices, size and position
+  replicated."""
+  return ReplayBuffer(images=P(AXIS), labels=P(AXIS), size=P(), position=P())
+
+
 def state_specs() -> TrainState:
   """PartitionSpecs of a TrainState: replay entries split across devices, the rest replicated."""
-  buffer = ReplayBuffer(images=P(AXIS), labels=P(AXIS), size=P(), position=P())
-  return TrainState(step=P(), params=P(), model_state=P(), opt_state=P(), replay=buffer, rng=P())
+  return TrainState(
+    step=P(), params=P(), model_state=P(), opt_state=P(), replay=buffer_specs(), rng=P()
+  )
 
 
 def _shardings(mesh, specs, tree):
@@ -51,8 +64,10 @@ def state_shardings(state: TrainState, mesh: jax.sharding.Mesh) -> TrainState:
 
 
 def shard_state(state: TrainState, mesh: jax.sharding.Mesh) -> TrainState:
-  """Places a TrainState on the mesh: replay buffer split over devices, everything else replicated."""
-  return jax.device_put(state, state_shardings(state, mesh))
+  """Places a TrainState (its buffer in logical order, as ``create_train_state`` and
+  ``jebm.checkpoint.restore`` give it) on the mesh: replay buffer split over devices in their
+  layout, everything else replicated."""
+  return from_logical_order(jax.device_put(state, state_shardings(state, mesh)))
 
 
 def shard_batch(batch, mesh: jax.sharding.Mesh):
@@ -68,6 +83,42 @@ def shard_batch(batch, mesh: jax.sharding.Mesh):
   )
 
 
+def num_shards(array: jax.Array) -> int:
+  """How many blocks of rows a placed array is split into (1 when unsplit or replicated)."""
+  sharding = getattr(array, "sharding", None)
+  if sharding is None or not array.shape:
+    return 1
+  return array.shape[0] // sharding.shard_shape(array.shape)[0]
+
+
+def _reorder(buffer: ReplayBuffer, reorder) -> ReplayBuffer:
+  """``reorder(buffer, n)`` for a buffer placed over n devices, keeping its placement."""
+  n = num_shards(buffer.images)
+  if n == 1:
+    return buffer
+  shardings = jax.tree.map(lambda a: a.sharding, buffer)
+  return jax.jit(lambda b: reorder(b, n), out_shardings=shardings)(buffer)
+
+
+def to_logical_order(state: TrainState) -> TrainState:
+  """The state with its replay buffer in logical order (as checkpoints store it), whatever the
+  number of devices its buffer is split over; placement is kept."""
+  return state.replace(replay=_reorder(state.replay, replay.to_logical_order))
+
+
+def from_logical_order(state: TrainState) -> TrainState:
+  """The inverse of ``to_logical_order`` for a state placed by ``shard_state`` (or restored with
+  ``state_shardings``): its buffer in the interleaved layout of the devices it is split over."""
+  return state.replace(replay=_reorder(state.replay, replay.from_logical_order))
+
+
+def shard_buffer(buffer: ReplayBuffer, mesh: jax.sharding.Mesh) -> ReplayBuffer:
+  """Places a buffer in logical order on the mesh, in the devices' interleaved layout."""
+  _check_divisible(buffer.images.shape[0], mesh, "replay buffer capacity")
+  placed = jax.device_put(buffer, _shardings(mesh, buffer_specs(), buffer))
+  return _reorder(placed, replay.from_logical_order)
+
+
 def data_parallel(
   train_step: Callable, mesh: jax.sharding.Mesh, *, donate: bool = True
 ) -> Callable:
@@ -81,7 +132,8 @@ def data_parallel(
 
   Returns:
     ``step(state, batch) -> (state, metrics)`` on a state from ``shard_state`` and a batch from
-    ``shard_batch``; metrics are replicated scalars.
+    ``shard_batch``; metrics are replicated scalars. The state's buffer stays in the devices'
+    layout: ``to_logical_order`` before reading it on the host.
   """
   if getattr(train_step, "axis_name", AXIS) != AXIS:
     raise ValueError(
