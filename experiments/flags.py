@@ -9,6 +9,7 @@ from absl import flags
 from absl import logging as absl_logging
 
 from jebm.config import Config
+from jebm.train import NEGATIVE_LABELS
 from jebm.xla_flags import use_fast_cpu_flags
 
 FLAGS = flags.FLAGS
@@ -21,13 +22,19 @@ flags.DEFINE_string(
 flags.DEFINE_string("manual_dir", None, "Folder of the MNIST IDX files (default: $JEBM_MNIST_DIR).")
 
 
+# String fields with a fixed set of values: an enum flag names the values when one is wrong.
+CHOICES = {"negative_labels": NEGATIVE_LABELS}
+
+
 def define_config_flags() -> None:
   """Defines ``--<field>`` for every Config field, defaulting to None (= keep the preset's)."""
   for field in dataclasses.fields(Config):
     if field.name == "example_shape":
       continue  # taken from the data
     default, help_ = field.default, f"Config.{field.name} (default: the preset's value)."
-    if isinstance(default, bool):
+    if field.name in CHOICES:
+      flags.DEFINE_enum(field.name, None, CHOICES[field.name], help_)
+    elif isinstance(default, bool):
       flags.DEFINE_bool(field.name, None, help_)
     elif isinstance(default, int):
       flags.DEFINE_integer(field.name, None, help_)

@@ -83,27 +83,30 @@ def check_divergence(metrics: Dict[str, float], step: int, max_energy: float) ->
 
 
 def make_sample_grid_fn(config: config_lib.Config, num: int):
-  """Jitted ``(state, batch) -> uint8 grid`` of ``num`` chains: start | sample | real."""
+  """``(state, batch) -> uint8 grid`` of ``num`` chains drawn as the training step draws them
+  (replay or noise, labelled by ``config.negative_labels``): start | sample | real."""
   model, tconfig = config_lib.build_model(config), config_lib.train_config(config)
 
   @jax.jit
   def grid_images(state, images, labels):
     rng = jax.random.split(state.rng)[1]  # a stream apart from the training steps' fold_in keys
-    x0, y0, _ = replay.sample(
-      rng,
+    start_key, label_key, chain_key = jax.random.split(rng, 3)
+    x0, y_stored, _ = replay.sample(
+      start_key,
       state.replay,
       num,
       init_fn=replay.uniform_init(config.init_low, config.init_high),
       reinit_prob=tconfig.reinit_prob,
       fresh_labels=labels,
     )
+    y = train_lib.negative_labels(label_key, tconfig, labels, y_stored)
     energy = from_model(model.apply, state.variables())
-    x, _ = langevin.sample(rng, energy, x0, tconfig.langevin, y=y0 if config.conditional else None)
+    x, _ = langevin.sample(chain_key, energy, x0, tconfig.langevin, y=y)
     return x0, x, train_lib.positive_examples(rng, images)
 
   def grid(state, batch):
     starts, samples, reals = jax.device_get(
-      grid_images(state, batch["image"][:num], batch["label"][:num])
+      grid_images(parallel.to_logical_order(state), batch["image"][:num], batch["label"][:num])
     )
     return viz.chain_grid(starts, samples, reals)
 

@@ -63,3 +63,16 @@ def energy_and_grad(energy_fn: EnergyFn, x: jax.Array, y: Optional[jax.Array] = 
 
   grad, energies = jax.grad(total, has_aux=True)(x)
   return energies, grad
+
+
+def class_energies(energy_fn: EnergyFn, x: jax.Array, num_classes: int) -> jax.Array:
+  """E(x, y) of every example under every class id: x [B, ...] -> [B, K].
+
+  One ``energy_fn`` call on K * B examples (x tiled, ids 0..K-1); jit-able and differentiable.
+  """
+  b = x.shape[0]
+  tiled = jnp.broadcast_to(x[None], (num_classes,) + x.shape).reshape(
+    (num_classes * b,) + x.shape[1:]
+  )
+  ids = jnp.repeat(jnp.arange(num_classes, dtype=jnp.int32), b)
+  return check_energies(energy_fn(tiled, ids), tiled).reshape(num_classes, b).T

@@ -4,6 +4,7 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
+import optax
 
 
 def contrastive_divergence(
@@ -42,3 +43,23 @@ def contrastive_divergence(
   loss_l2 = l2_coeff * (jnp.mean(jnp.square(e_pos)) + jnp.mean(jnp.square(e_neg)))
   loss_kl = jnp.zeros(()) if e_kl is None else kl_coeff * jnp.mean(e_kl)
   return loss_cd + loss_l2 + loss_kl, {"loss_cd": loss_cd, "loss_l2": loss_l2, "loss_kl": loss_kl}
+
+
+def label_cross_entropy(class_energies: jax.Array, labels: jax.Array):
+  """Cross-entropy of the EBM as a classifier, p(y | x) = softmax_y(-E(x, y)) (JEM's term).
+
+  Args:
+    class_energies: [B, K] energies E(x, y) of each example under every class.
+    labels: [B] int true classes.
+
+  Returns:
+    (mean cross-entropy scalar, accuracy of argmin_y E(x, y) as a scalar).
+  """
+  if class_energies.ndim != 2 or labels.shape != class_energies.shape[:1]:
+    raise ValueError(
+      f"label_cross_entropy needs energies [B, K] and labels [B], got {class_energies.shape} "
+      f"and {labels.shape}"
+    )
+  loss = optax.softmax_cross_entropy_with_integer_labels(-class_energies, labels).mean()
+  accuracy = jnp.mean(jnp.argmin(class_energies, axis=1) == labels)
+  return loss, accuracy

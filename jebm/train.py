@@ -15,8 +15,10 @@ import optax
 
 from jebm import langevin, losses, replay
 from jebm.data.pipeline import dequantize
-from jebm.energy import from_model
+from jebm.energy import class_energies, from_model
 from jebm.langevin import LangevinConfig
+
+NEGATIVE_LABELS = ("batch", "buffer", "uniform")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +37,22 @@ class TrainConfig:
     conditional: whether the energy takes the batch's "label" as its condition.
     label_shape: shape of one condition: () for class ids, (C,) for vectors.
     label_dtype: "int32" for class ids, "float32" for condition vectors.
+    negative_labels: the condition each negative chain is sampled, scored and stored under:
+      "batch": the current batch's labels, for replayed and fresh chains alike (IGEBM: its buffer
+        stores no labels). Replayed images of one class are pushed up under another label,
+        which is what makes argmin_y E(x, y) a classifier; negatives have the positives' label
+        counts.
+      "buffer": a replayed chain keeps the label it was stored with; fresh chains take the
+        batch's. Every negative pair is class-consistent, so nothing separates the classes'
+        energies (the classifier stays at chance).
+      "uniform": uniformly random class ids in [0, num_classes) (class ids only).
+    num_classes: K, for class-id conditions (needed by "uniform" and ce_coeff).
+    ce_coeff: weight of an optional cross-entropy term on the data,
+      -log softmax(-E(x+, .) / ce_temperature)[y+] (JEM's discriminative term); 0 = off, the
+      paper's objective. Class ids only; it costs K extra energy evaluations per data example.
+    ce_temperature: the energy scale of that term's softmax (JEM: 1). Below 1 it asks for a
+      classification margin of a few ce_temperature at the model's own energy scale instead of
+      energy gaps of several units.
   """
 
   langevin: LangevinConfig = LangevinConfig()
@@ -49,6 +67,10 @@ class TrainConfig:
   conditional: bool = False
   label_shape: Tuple[int, ...] = ()
   label_dtype: str = "int32"
+  negative_labels: str = "batch"
+  num_classes: int = 0
+  ce_coeff: float = 0.0
+  ce_temperature: float = 1.0
 
   def __post_init__(self):
     if not 0.0 <= self.reinit_prob <= 1.0:
@@ -61,8 +83,23 @@ class TrainConfig:
       raise ValueError(
         f"TrainConfig.kl_steps must be in [1, langevin.num_steps), got {self.kl_steps}"
       )
-    if self.l2_coeff < 0 or self.kl_coeff < 0:
-      raise ValueError("TrainConfig.l2_coeff and kl_coeff must be ≥ 0")
+    if self.l2_coeff < 0 or self.kl_coeff < 0 or self.ce_coeff < 0:
+      raise ValueError("TrainConfig.l2_coeff, kl_coeff and ce_coeff must be ≥ 0")
+    if not self.ce_temperature > 0:
+      raise ValueError(f"TrainConfig.ce_temperature must be > 0, got {self.ce_temperature}")
+    if self.negative_labels not in NEGATIVE_LABELS:
+      raise ValueError(
+        f"TrainConfig.negative_labels must be one of {NEGATIVE_LABELS}, "
+        f"got {self.negative_labels!r}"
+      )
+    class_ids = self.label_shape == () and self.label_dtype == "int32" and self.num_classes > 0
+    uses_ids = (self.conditional and self.negative_labels == "uniform") or self.ce_coeff > 0
+    if uses_ids and not (self.conditional and class_ids):
+      raise ValueError(
+        "TrainConfig: negative_labels='uniform' and ce_coeff > 0 need a conditional model on "
+        f"int class ids with num_classes > 0 (num_classes={self.num_classes}, "
+        f"label_shape={self.label_shape}, label_dtype={self.label_dtype!r})"
+      )
 
 
 @flax.struct.dataclass
@@ -151,6 +188,28 @@ def _update_model_state(model, state: TrainState, x, y):
   return dict(updated)
 
 
+def negative_labels(
+  rng_key: jax.Array, config: TrainConfig, batch_labels: jax.Array, stored_labels: jax.Array
+) -> Optional[jax.Array]:
+  """The conditions of the negative chains under ``config.negative_labels`` (None if
+  unconditional).
+
+  Args:
+    rng_key: PRNG key (used by "uniform").
+    config: TrainConfig.
+    batch_labels: [B, *label_shape] the data batch's conditions.
+    stored_labels: [B, *label_shape] the conditions ``replay.sample`` returned: stored labels for
+      replayed chains, the batch's for fresh ones.
+  """
+  if not config.conditional:
+    return None
+  if config.negative_labels == "batch":
+    return batch_labels
+  if config.negative_labels == "buffer":
+    return stored_labels
+  return jax.random.randint(rng_key, batch_labels.shape, 0, config.num_classes, batch_labels.dtype)
+
+
 def make_train_step(
   model: nn.Module,
   optimizer: optax.GradientTransformation,
@@ -160,16 +219,18 @@ def make_train_step(
 ):
   """Builds the pure IGEBM training step.
 
-  One step: draw chain starts from the replay buffer (``reinit_prob`` of them fresh noise), run
-  ``config.langevin`` on the current energy, score data and samples, apply contrastive divergence +
-  L2 (+ KL) with the optimiser, and push the samples back into the buffer.
+  One step: draw chain starts from the replay buffer (``reinit_prob`` of them fresh noise), give
+  them conditions by ``config.negative_labels``, run ``config.langevin`` on the current energy,
+  score data and samples, apply contrastive divergence + L2 (+ KL, + cross-entropy) with the
+  optimiser, and push the samples back into the buffer under the conditions they ran with.
 
   Args:
     model: the energy module; ``model.apply(variables, x, y, update_stats=...) -> [B]``.
     optimizer: the optax transformation used in ``create_train_state``.
     config: TrainConfig.
     axis_name: when run data-parallel (inside ``shard_map``), the device axis name: gradients and
-      metrics are averaged over it and each device draws its own random numbers.
+      metrics are averaged over it, each device draws its own random numbers, and the replay
+      buffer is split over the devices (``jebm.replay``).
 
   Returns:
     ``train_step(state, batch) -> (state, metrics)``; batch is ``{"image": [B, ...] uint8 or
@@ -180,7 +241,7 @@ def make_train_step(
     rng = jax.random.fold_in(state.rng, state.step)
     if axis_name is not None:
       rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
-    data_key, replay_key, chain_key = jax.random.split(rng, 3)
+    data_key, replay_key, label_key, chain_key = jax.random.split(rng, 4)
     x_pos = positive_examples(data_key, batch["image"])
     y_pos = batch["label"].astype(config.label_dtype) if config.conditional else None
     batch_size = x_pos.shape[0]
@@ -188,15 +249,16 @@ def make_train_step(
     model_state = _update_model_state(model, state, x_pos, y_pos)
     state = state.replace(model_state=model_state)
     energy_fn = from_model(model.apply, state.variables())
-    x0, y0, _ = replay.sample(
+    x0, y_stored, _ = replay.sample(
       replay_key,
       state.replay,
       batch_size,
       init_fn=replay.uniform_init(config.init_low, config.init_high),
       reinit_prob=config.reinit_prob,
       fresh_labels=y_pos,
+      axis_name=axis_name,
     )
-    y_neg = y0 if config.conditional else None
+    y_neg = negative_labels(label_key, config, y_pos, y_stored)
     kl_steps = config.kl_steps if config.kl_coeff else 0
     head = dataclasses.replace(config.langevin, num_steps=config.langevin.num_steps - kl_steps)
     x_head, chain = langevin.sample(chain_key, energy_fn, x0, head, y=y_neg)
@@ -210,10 +272,19 @@ def make_train_step(
         x_kl, _ = langevin.sample(jax.random.fold_in(chain_key, 1), energy, x_head, tail, y=y_neg)
         frozen = from_model(model.apply, state.variables(jax.lax.stop_gradient(params)))
         x_neg, e_kl = jax.lax.stop_gradient(x_kl), frozen(x_kl, y_neg)
-      e_pos, e_neg = energy(x_pos, y_pos), energy(x_neg, y_neg)
+      e_neg = energy(x_neg, y_neg)
+      if config.ce_coeff:  # E(x+, y) for every class: e_pos is one column of it
+        e_all = class_energies(energy, x_pos, config.num_classes)
+        e_pos = jnp.take_along_axis(e_all, y_pos[:, None], axis=1)[:, 0]
+      else:
+        e_pos = energy(x_pos, y_pos)
       loss, aux = losses.contrastive_divergence(
         e_pos, e_neg, l2_coeff=config.l2_coeff, e_kl=e_kl, kl_coeff=config.kl_coeff
       )
+      if config.ce_coeff:
+        loss_ce, accuracy = losses.label_cross_entropy(e_all / config.ce_temperature, y_pos)
+        loss = loss + config.ce_coeff * loss_ce
+        aux = {**aux, "loss_ce": loss_ce, "train_accuracy": accuracy}
       if axis_name is not None:
         # Params are replicated, so shard_map's autodiff sums their gradients over devices;
         # averaging the loss makes that sum the gradient of the global-batch loss.
@@ -243,7 +314,7 @@ def make_train_step(
       step=state.step + 1,
       params=params,
       opt_state=opt_state,
-      replay=replay.push(state.replay, x_neg, y0),
+      replay=replay.push(state.replay, x_neg, y_neg, axis_name=axis_name),
     )
     return new_state, metrics
 
