@@ -1,30 +1,31 @@
 r"""Evaluates a checkpoint: ``python -m experiments.evaluate --workdir=W`` writes W/eval/report.json.
 
-Tasks (``--tasks``, comma-separated):
-  sample_quality  conditional samples from noise scored by a judge classifier trained on the
-                  dataset's real training split (accuracy on the conditioned label), FID and KID on
-                  judge features (or on a user feature network, --feature_fn=module:function)
-  classify        EBM as classifier: argmin_y E(x, y) on the test split (conditional models)
+Tasks (``--tasks``, comma-separated; default: every task that applies to the model), each a module
+of ``jebm/eval`` (``jebm.eval.TASKS``):
+  sample_quality  samples (the replay buffer's chains run on, and per-class chains from noise)
+                  scored by a judge classifier trained on the dataset's real training split:
+                  accuracy on the conditioned label, FID and KID on judge features (or on a user
+                  feature network, --feature_fn=module:function)
+  classify        argmin_y E(x, y) as a classifier on the test split: accuracy, calibration
+                  (ECE of softmax(-E(x, .))), confusion matrix (conditional models only)
   histograms      energies of train vs test data (PNG + summary)
-  ood             AUROC of -E(x) (or -min_y E(x, y)) against uniform noise, constant images and
-                  intensity-inverted test images
+  ood             AUROC of the energy's OOD scores against --ood_sets
+The report keeps the results of tasks not run this time if they are of the same checkpoint step.
 """
 
 import json
 import os
 import time
 
-import jax
-import numpy as np
 from absl import app, flags, logging
 
 from experiments import flags as launcher_flags
-from jebm import checkpoint, data, files, generate, viz
-from jebm.eval import judge as judge_lib
-from jebm.eval import tasks
+from jebm import checkpoint, files
+from jebm.eval import DEFAULT_OOD_SETS, TASKS, EvalContext, check_tasks, default_tasks
 
-TASKS = ("sample_quality", "classify", "histograms", "ood")
-flags.DEFINE_list("tasks", list(TASKS), f"Tasks to run, from {TASKS}.")
+flags.DEFINE_list(
+  "tasks", None, f"Tasks to run, from {sorted(TASKS)} (default: all that apply to the model)."
+)
 flags.DEFINE_integer(
   "num_samples", None, "Generated samples (default: the config's eval_num_samples)."
 )
@@ -35,7 +36,15 @@ flags.DEFINE_list(
   "Chain starts for sample quality: 'replay' runs the replay buffer's chains on "
   "(under their own labels), 'noise' starts per-class chains from uniform noise.",
 )
-flags.DEFINE_integer("max_test", 2000, "Test examples used by classify/histograms/ood.")
+flags.DEFINE_integer(
+  "max_test", None, "Test examples used by classify/histograms/ood (default: the whole split)."
+)
+flags.DEFINE_list(
+  "ood_sets",
+  list(DEFAULT_OOD_SETS),
+  "OOD sets for --tasks=ood: uniform, gaussian, constant, inverted, interp, npz:PATH (an .npz "
+  "with 'images' uint8 NHWC), tfds:NAME (the test split of a prepared dataset).",
+)
 flags.DEFINE_string(
   "feature_fn", None, "module:function giving features of float images, for FID/KID."
 )
@@ -44,98 +53,65 @@ flags.DEFINE_integer("seed", 0, "Evaluation seed.")
 FLAGS = flags.FLAGS
 
 
-def to_float(images):
-  return data.to_float(images) if images.dtype == np.uint8 else images
+def _check_flags(config):
+  """Flag errors that need only the checkpoint's config, found before any work is done."""
+  try:
+    check_tasks(FLAGS.tasks or (), config)
+  except ValueError as e:
+    raise app.UsageError(f"--tasks: {e}") from e
+  bad_init = sorted(set(FLAGS.init) - {"replay", "noise"})
+  if bad_init or not FLAGS.init:
+    raise app.UsageError(f"--init takes 'replay' and/or 'noise', got {FLAGS.init}")
+  if FLAGS.max_test is not None and FLAGS.max_test < 1:
+    raise app.UsageError(f"--max_test must be >= 1 (or unset for all), got {FLAGS.max_test}")
+  if not FLAGS.ood_sets:
+    raise app.UsageError("--ood_sets is empty")
 
 
-def sample_quality(state, config, test, out_dir, init):
-  """Samples (from noise, per class; or the replay buffer's chains run on), a PNG grid of them,
-  and the judge's verdict."""
-  num = FLAGS.num_samples or config.eval_num_samples
-  labels = None
-  if init == "noise" and config.conditional:
-    labels = generate.class_labels(config, max(1, num // config.num_classes))
-    num = len(labels)
-  samples, labels = generate.generate_batched(
-    jax.random.key(FLAGS.seed),
-    state,
-    config,
-    num=num,
-    labels=labels,
-    num_steps=FLAGS.steps,
-    init=init,
-  )
-  samples, labels = np.asarray(samples), None if labels is None else np.asarray(labels)
-  shown = samples if labels is None else samples[np.argsort(labels, kind="stable")]
-  viz.save_png(
-    os.path.join(out_dir, f"samples_{init}.png"),
-    viz.image_grid(shown[:: max(1, num // 100)][:100]),
-    scale=viz.readable_scale(samples.shape[1]),
-  )
-  judge, judge_accuracy = judge_lib.load_or_train_judge(
-    config.dataset, data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir
-  )
-  feature_fn = judge_lib.load_feature_fn(FLAGS.feature_fn) if FLAGS.feature_fn else None
-  report = tasks.sample_quality(
-    samples, labels, to_float(test["image"]), judge, feature_fn=feature_fn
-  )
-  return {
-    **report,
-    "judge_test_accuracy": judge_accuracy,
-    "num_samples": num,
-    "langevin_steps": FLAGS.steps or config.eval_langevin_steps,
-  }
+def _previous_report(path, step):
+  """The report already at ``path`` if it is of the same checkpoint step, else {}."""
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    report = json.load(f)
+  return report if report.get("step") == step else {}
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   launcher_flags.quiet_library_logs()
-  unknown = sorted(set(FLAGS.tasks) - set(TASKS))
-  if unknown:
-    raise app.UsageError(f"unknown tasks {unknown}; known: {TASKS}")
+  _check_flags(checkpoint.load_config(FLAGS.workdir, FLAGS.checkpoint_step))
   state, config = checkpoint.restore(FLAGS.workdir, FLAGS.checkpoint_step)
   out_dir = os.path.join(FLAGS.workdir, "eval")
   os.makedirs(out_dir, exist_ok=True)
-  load = lambda split: data.arrays(
-    config.dataset, split, data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir
+  ctx = EvalContext(
+    state=state,
+    config=config,
+    out_dir=out_dir,
+    seed=FLAGS.seed,
+    data_dir=FLAGS.data_dir,
+    manual_dir=FLAGS.manual_dir,
+    max_test=FLAGS.max_test,
+    num_samples=FLAGS.num_samples,
+    langevin_steps=FLAGS.steps,
+    init=tuple(FLAGS.init),
+    feature_fn=FLAGS.feature_fn,
+    ood_sets=tuple(FLAGS.ood_sets),
   )
-  train, test = load("train"), load("test")
-  test_x = to_float(test["image"][: FLAGS.max_test])
-  energy = generate.energy_fn(state, config)
-  classes = config.num_classes or None
-  report = {
-    "workdir": os.path.abspath(FLAGS.workdir),
-    "step": int(state.step),
-    "dataset": config.dataset,
-    "conditional": config.conditional,
-  }
-  for task in FLAGS.tasks:
-    t0 = time.time()
-    if task == "sample_quality":
-      report[task] = {
-        init: sample_quality(state, config, test, out_dir, init) for init in FLAGS.init
-      }
-    elif task == "classify" and config.conditional:
-      report[task] = tasks.classification_accuracy(
-        energy, test_x, test["label"][: FLAGS.max_test], config.num_classes
-      )
-    elif task == "histograms":
-      report[task] = tasks.energy_histogram_data(
-        energy,
-        to_float(train["image"][: FLAGS.max_test]),
-        test_x,
-        num_classes=classes,
-        path=os.path.join(out_dir, "energy_histograms.png"),
-      )
-    elif task == "ood":
-      report[task] = tasks.ood_auroc(
-        energy, test_x, rng_key=jax.random.key(FLAGS.seed), num_classes=classes
-      )
-    else:
-      continue
-    logging.info("%s (%.1f s): %s", task, time.time() - t0, json.dumps(report[task])[:400])
   path = os.path.join(out_dir, "report.json")
-  files.write_text(path, json.dumps(report, indent=2))
+  report = _previous_report(path, int(state.step))
+  report.update(
+    workdir=os.path.abspath(FLAGS.workdir),
+    step=int(state.step),
+    dataset=config.dataset,
+    conditional=config.conditional,
+  )
+  for task in FLAGS.tasks or default_tasks(config):
+    t0 = time.time()
+    report[task] = TASKS[task](ctx)
+    logging.info("%s (%.1f s): %s", task, time.time() - t0, json.dumps(report[task])[:400])
+    files.write_text(path, json.dumps(report, indent=2))  # after every task: nothing lost
   logging.info("Wrote %s", path)
 
 

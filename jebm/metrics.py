@@ -146,17 +146,20 @@ def kernel_inception_distance(feats_a, feats_b, *, subset_size=1000, num_subsets
   return float(np.mean(estimates)), float(np.std(estimates))
 
 
-def inception_score(probs, splits=10):
+def inception_score(probs, splits=10, *, seed=0):
   """Inception Score exp(E_x KL(p(y|x) || p(y))) of classifier probabilities on samples.
 
-  As in Salimans et al. (2016): the N examples are cut into ``splits`` contiguous chunks, the score
-  is computed per chunk with that chunk's marginal p(y), and the mean and std over chunks are
+  As in Salimans et al. (2016): the N examples are cut into ``splits`` chunks, the score is
+  computed per chunk with that chunk's marginal p(y), and the mean and std over chunks are
   returned. It ranges from 1 (every sample gets the same prediction) to K (confident predictions
-  spread evenly over all K classes).
+  spread evenly over all K classes). The examples are shuffled (with ``seed``) before they are cut,
+  so that input sorted by class (conditional samples usually are) does not give each chunk one
+  class and a score near 1.
 
   Args:
     probs: [N, K] class probabilities, rows summing to 1 (e.g. a softmax), N >= splits.
     splits: number of chunks.
+    seed: seed of the shuffle (same seed, same result).
 
   Returns:
     (mean, std) over chunks, as floats.
@@ -169,9 +172,59 @@ def inception_score(probs, splits=10):
     )
   if np.any(probs < 0) or not np.allclose(probs.sum(1), 1.0, atol=1e-3):
     raise ValueError("inception_score needs probabilities: non-negative rows summing to 1")
+  probs = probs[np.random.default_rng(seed).permutation(len(probs))]
   scores = []
   for chunk in np.array_split(probs, splits):
     marginal = chunk.mean(0, keepdims=True)
     log_ratio = np.log(np.where(chunk > 0, chunk, 1.0)) - np.log(np.where(chunk > 0, marginal, 1.0))
     scores.append(np.exp(np.mean(np.sum(chunk * log_ratio, axis=1))))
   return float(np.mean(scores)), float(np.std(scores))
+
+
+def confusion_matrix(labels, predicted, num_classes: int) -> np.ndarray:
+  """Counts int64 [K, K]: entry (i, j) is how many examples of true class i were predicted j.
+
+  Args:
+    labels, predicted: [N] int class ids in 0..K-1.
+    num_classes: K.
+  """
+  labels, predicted = np.asarray(labels).reshape(-1), np.asarray(predicted).reshape(-1)
+  if labels.shape != predicted.shape:
+    raise ValueError(f"confusion_matrix: {labels.size} labels but {predicted.size} predictions")
+  for name, ids in (("labels", labels), ("predictions", predicted)):
+    if ids.size and (ids.min() < 0 or ids.max() >= num_classes):
+      raise ValueError(f"confusion_matrix: {name} must lie in [0, {num_classes})")
+  matrix = np.zeros((num_classes, num_classes), np.int64)
+  np.add.at(matrix, (labels, predicted), 1)
+  return matrix
+
+
+def expected_calibration_error(probs, labels, *, num_bins: int = 15) -> float:
+  """Expected calibration error of a classifier's top-label confidence (Guo et al. 2017).
+
+  Examples are binned by confidence max_y p(y | x) into ``num_bins`` equal-width bins of (0, 1];
+  ECE = sum over bins of (bin size / N) * |accuracy in bin - mean confidence in bin|. 0 is perfect
+  calibration.
+
+  Args:
+    probs: [N, K] class probabilities (rows sum to 1).
+    labels: [N] int true classes.
+    num_bins: number of bins (>= 1).
+
+  Returns:
+    ECE in [0, 1].
+  """
+  probs, labels = np.asarray(probs, np.float64), np.asarray(labels).reshape(-1)
+  if probs.ndim != 2 or probs.shape[0] != labels.size or labels.size == 0 or num_bins < 1:
+    raise ValueError(
+      f"expected_calibration_error needs probs [N, K] and labels [N] with N >= 1 and "
+      f"num_bins >= 1, got {probs.shape}, {labels.shape}, num_bins={num_bins}"
+    )
+  confidence, predicted = probs.max(axis=1), probs.argmax(axis=1)
+  correct = (predicted == labels).astype(np.float64)
+  bins = np.clip(np.ceil(confidence * num_bins).astype(int) - 1, 0, num_bins - 1)
+  ece = 0.0
+  for b in np.unique(bins):
+    in_bin = bins == b
+    ece += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
+  return float(ece)

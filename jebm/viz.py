@@ -1,4 +1,5 @@
-"""Pictures for humans: image grids, the "chain start | sample | real" strip, energy histograms.
+"""Pictures for humans: image grids, the "chain start | sample | real" strip, energy histograms,
+confusion matrices.
 
 Everything returns or writes uint8 images; PNGs are written atomically (a temp file in the same
 directory, then ``os.replace``), so a reader never sees half a file. Matplotlib is used only through
@@ -132,6 +133,17 @@ def save_png(path, image, *, scale: int = 1) -> str:
   return write_atomically(path, lambda tmp: pil.save(tmp, format="PNG"))
 
 
+def _figure(width=6, height=4):
+  from matplotlib.figure import Figure  # Object-oriented API: renders with Agg, no pyplot.
+
+  return Figure(figsize=(width, height), dpi=100)
+
+
+def _save_figure(path, fig) -> str:
+  fig.tight_layout()
+  return write_atomically(path, lambda tmp: fig.savefig(tmp, format="png"))
+
+
 def save_histograms(path, named_values, title="", *, bins=50, xlabel="energy") -> str:
   """Overlaid histograms (shared bins, densities) of a few sets of values, saved as a PNG.
 
@@ -146,15 +158,13 @@ def save_histograms(path, named_values, title="", *, bins=50, xlabel="energy") -
   Returns:
     ``path`` as a str.
   """
-  from matplotlib.figure import Figure  # Object-oriented API: renders with Agg, no pyplot.
-
   if not named_values:
     raise ValueError("save_histograms needs at least one named set of values")
   values = {k: np.asarray(v, np.float64).reshape(-1) for k, v in named_values.items()}
   finite = {k: v[np.isfinite(v)] for k, v in values.items()}
   pooled = np.concatenate(list(finite.values()))
   edges = np.histogram_bin_edges(pooled if pooled.size else np.zeros(1), bins=bins)
-  fig = Figure(figsize=(6, 4), dpi=100)
+  fig = _figure()
   ax = fig.add_subplot()
   for name, v in finite.items():
     dropped = values[name].size - v.size
@@ -164,5 +174,39 @@ def save_histograms(path, named_values, title="", *, bins=50, xlabel="energy") -
   ax.set_xlabel(xlabel)
   ax.set_ylabel("density")
   ax.legend()
-  fig.tight_layout()
-  return write_atomically(path, lambda tmp: fig.savefig(tmp, format="png"))
+  return _save_figure(path, fig)
+
+
+def save_confusion_matrix(path, matrix, *, title="", class_names=None) -> str:
+  """A confusion matrix as a PNG: rows = true class, columns = predicted, shaded by the fraction
+  of each row, with the counts written in the cells (for up to 20 classes).
+
+  Args:
+    path: destination PNG (written atomically, parent directories created).
+    matrix: [K, K] counts.
+    title: figure title.
+    class_names: K tick labels (default 0..K-1).
+
+  Returns:
+    ``path`` as a str.
+  """
+  matrix = np.asarray(matrix)
+  if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] == 0:
+    raise ValueError(f"save_confusion_matrix needs a [K, K] matrix, got shape {matrix.shape}")
+  k = matrix.shape[0]
+  rows = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+  fig = _figure(6, 5.5)
+  ax = fig.add_subplot()
+  shaded = ax.imshow(rows, cmap="Blues", vmin=0.0, vmax=1.0)
+  fig.colorbar(shaded, ax=ax, label="fraction of the true class")
+  if k <= 20:
+    names = [str(i) for i in range(k)] if class_names is None else list(class_names)
+    ax.set_xticks(range(k), names)
+    ax.set_yticks(range(k), names)
+    for (i, j), count in np.ndenumerate(matrix):
+      color = "white" if rows[i, j] > 0.5 else "black"
+      ax.text(j, i, str(count), ha="center", va="center", fontsize=7, color=color)
+  ax.set_xlabel("predicted")
+  ax.set_ylabel("true")
+  ax.set_title(title, fontsize=9)
+  return _save_figure(path, fig)

@@ -12,7 +12,7 @@ from PIL import Image
 
 import jebm.data as jd
 from jebm import eval as jeval
-from jebm.eval import judge as judge_lib
+from jebm.eval import judge_cache
 
 SHAPE = (4, 4, 1)
 NUM_CLASSES = 5
@@ -44,16 +44,24 @@ def _near_prototypes(n, seed=1):
 # --- Energy tasks on toy energies ---------------------------------------------------------------
 
 
-def test_classification_accuracy_is_argmin_over_classes():
+def test_classification_report_is_argmin_over_classes():
   images, labels = _near_prototypes(37)
   report = _json_ok(
-    jeval.classification_accuracy(prototype_energy, images, labels, NUM_CLASSES, batch_size=8)
+    jeval.classification_report(prototype_energy, images, labels, NUM_CLASSES, batch_size=8)
   )  # 37 = 4 chunks + a padded one.
-  assert report == {"accuracy": 1.0, "num_examples": 37}
+  assert report["accuracy"] == 1.0 and report["num_examples"] == 37
+  assert np.trace(report["confusion_matrix"]) == 37 and report["per_class_accuracy"][0] == 1.0
   wrong = labels.copy()
   wrong[:10] = (wrong[:10] + 1) % NUM_CLASSES
-  report = jeval.classification_accuracy(prototype_energy, images, wrong, NUM_CLASSES, batch_size=8)
+  report = jeval.classification_report(prototype_energy, images, wrong, NUM_CLASSES, batch_size=8)
   assert report["accuracy"] == pytest.approx(27 / 37)
+  assert np.sum(report["confusion_matrix"]) == 37 and np.trace(report["confusion_matrix"]) == 27
+  # Calibration of softmax(-E): the prototype energies are ~0.1 apart, so p(y|x) is nearly
+  # uniform and the confidence (~0.2) is far below the accuracy (0.73): a large ECE.
+  assert report["expected_calibration_error"] > 0.4
+  sharp = lambda x, y: 1e3 * prototype_energy(x, y)  # confident and right on the true labels
+  report = jeval.classification_report(sharp, images, labels, NUM_CLASSES, batch_size=8)
+  assert report["expected_calibration_error"] < 1e-3 and report["nll"] < 1e-3
 
 
 def test_min_energy_and_class_energies_match_numpy():
@@ -75,41 +83,110 @@ def test_min_energy_and_class_energies_match_numpy():
   )
 
 
-def test_ood_auroc_is_one_for_an_energy_low_only_on_the_data():
+def _nearest_prototype_energy(x, y=None):
+  """Unconditionally: the distance to the nearest prototype, an energy of x alone."""
+  per_class = [prototype_energy(x, jnp.full(x.shape[0], k)) for k in range(NUM_CLASSES)]
+  return jnp.min(jnp.stack(per_class), axis=0)
+
+
+def _synthetic_sets(images, names=jeval.SYNTHETIC_SETS):
+  key = jax.random.key(0)
+  return {
+    n: jeval.synthetic_ood_set(n, jax.random.fold_in(key, i), images) for i, n in enumerate(names)
+  }
+
+
+def test_ood_benchmark_known_answers(tmp_path):
   images, _ = _near_prototypes(64)
+  sets = _synthetic_sets(images, ("uniform", "gaussian", "constant", "inverted"))
   report = _json_ok(
-    jeval.ood_auroc(
-      prototype_energy, images, rng_key=jax.random.key(0), num_classes=NUM_CLASSES, batch_size=16
+    jeval.ood_benchmark(
+      prototype_energy,
+      images,
+      sets,
+      NUM_CLASSES,
+      batch_size=16,
+      histogram_path=str(tmp_path / "ood_{score}.png"),
     )
   )
-  for name in ("uniform_noise", "constant", "inverted"):
-    assert report[f"auroc_{name}"] > 0.99, report
-    assert report[f"mean_energy_{name}"] > report["mean_energy_test"]
-  assert report["auroc_mean"] > 0.99 and report["num_examples"] == 64
-  # Unconditionally: distance to the nearest prototype, as an energy of x alone.
-  nearest = lambda x, y=None: jnp.min(
-    jnp.stack([prototype_energy(x, jnp.full(x.shape[0], k)) for k in range(NUM_CLASSES)]), axis=0
+  assert set(report) == {"neg_min_energy", "logsumexp", "neg_grad_norm"}
+  # The energy is low only near the prototypes: every set is told apart by -min_y E.
+  for name in sets:
+    assert report["neg_min_energy"][name] > 0.99, report
+  assert report["neg_min_energy"]["average"] == pytest.approx(
+    np.mean([report["neg_min_energy"][n] for n in sets])
   )
-  report = jeval.ood_auroc(nearest, images, rng_key=jax.random.key(1), batch_size=16)
-  assert report["auroc_mean"] > 0.99
+  assert Image.open(tmp_path / "ood_logsumexp.png").format == "PNG"
+  unconditional = jeval.ood_benchmark(_nearest_prototype_energy, images, sets, batch_size=16)
+  assert set(unconditional) == {"neg_energy", "neg_grad_norm"}
+  assert unconditional["neg_energy"]["average"] > 0.99
+  # The gradient norm of a quadratic bowl grows with the distance: it separates the sets too.
+  assert unconditional["neg_grad_norm"]["average"] > 0.99
 
 
-def test_ood_auroc_is_one_half_for_a_constant_energy():
+def test_ood_benchmark_is_one_half_for_a_constant_energy():
   images, _ = _near_prototypes(20)
   constant = lambda x, y=None: jnp.zeros(x.shape[0])
-  report = jeval.ood_auroc(constant, images, rng_key=jax.random.key(0), batch_size=16)
-  assert all(report[f"auroc_{n}"] == 0.5 for n in ("uniform_noise", "constant", "inverted"))
+  report = jeval.ood_benchmark(constant, images, _synthetic_sets(images), batch_size=16)
+  for score in report.values():
+    assert all(auroc == 0.5 for auroc in score.values()), score
+
+
+def test_ood_interpolations_sit_between_the_modes():
+  images, labels = _near_prototypes(200)
+  report = jeval.ood_benchmark(
+    prototype_energy, images, _synthetic_sets(images, ("interp",)), NUM_CLASSES, batch_size=50
+  )
+  # Means of two images of different classes lie between two prototypes (high energy); the mean
+  # of two images of one class averages their noise away and lies nearer its prototype than the
+  # test images do, so it ranks above them: the AUROC is about P(different classes).
+  different = np.mean(labels != np.roll(labels, 1))
+  assert report["neg_min_energy"]["interp"] == pytest.approx(different, abs=0.04)
 
 
 def test_ood_sets_shapes_and_ranges():
   images, _ = _near_prototypes(6)
-  sets = jeval.ood_sets(jax.random.key(0), images)
+  sets = _synthetic_sets(images)
   for name, x in sets.items():
     assert x.shape == images.shape and float(x.min()) >= 0 and float(x.max()) <= 1, name
   constant = np.asarray(sets["constant"]).reshape(6, -1)
   np.testing.assert_array_equal(constant, constant[:, :1].repeat(constant.shape[1], 1))
   assert len(np.unique(constant[:, 0])) == 6
   np.testing.assert_allclose(sets["inverted"], 1 - images)
+  np.testing.assert_allclose(sets["interp"][1], (images[0] + images[1]) / 2)
+  gaussian = np.asarray(sets["gaussian"])
+  assert 0.4 < gaussian.mean() < 0.6 and np.mean(gaussian == 0) > 0.05  # clipped N(0.5, 0.5²)
+  with pytest.raises(ValueError, match="unknown synthetic OOD set"):
+    jeval.synthetic_ood_set("stripes", jax.random.key(0), images)
+
+
+def test_ood_npz_and_tfds_sets_and_their_errors(tmp_path, digits):
+  data_dir, _, _ = digits
+  images, _ = _near_prototypes(10)
+  good, wrong = tmp_path / "good.npz", tmp_path / "wrong.npz"
+  stored = np.random.default_rng(0).integers(0, 256, (7,) + SHAPE).astype(np.uint8)
+  np.savez(good, images=stored)
+  np.savez(wrong, images=np.zeros((3, 8, 8, 1), np.uint8))
+  key = jax.random.key(0)
+  loaded = jeval.load_ood_set(f"npz:{good}", key, images)
+  np.testing.assert_allclose(loaded, stored / 255.0, atol=1e-7)
+  assert len(jeval.load_ood_set(f"npz:{good}", key, images, max_examples=4)) == 4
+  with pytest.raises(ValueError, match=r"shape \(8, 8, 1\).*shape \(4, 4, 1\)"):
+    jeval.load_ood_set(f"npz:{wrong}", key, images)
+  with pytest.raises(ValueError, match=r"shape \(8, 8, 1\).*shape \(4, 4, 1\)"):
+    jeval.load_ood_set("tfds:digits", key, images, data_dir=data_dir)
+  digits_test = jeval.load_ood_set("tfds:digits", key, np.zeros((2, 8, 8, 1)), data_dir=data_dir)
+  assert digits_test.shape == (300, 8, 8, 1) and digits_test.max() <= 1.0
+  np.savez(tmp_path / "floats.npz", images=np.zeros((2,) + SHAPE, np.float32))
+  with pytest.raises(ValueError, match="uint8"):
+    jeval.load_ood_set(f"npz:{tmp_path / 'floats.npz'}", key, images)
+  np.savez(tmp_path / "other.npz", pictures=stored)
+  with pytest.raises(ValueError, match="no 'images' array"):
+    jeval.load_ood_set(f"npz:{tmp_path / 'other.npz'}", key, images)
+  with pytest.raises(ValueError, match="cannot read"):
+    jeval.load_ood_set(f"npz:{tmp_path / 'missing.npz'}", key, images)
+  with pytest.raises(ValueError, match="unknown OOD set 'svhn'"):
+    jeval.load_ood_set("svhn", key, images)
 
 
 def test_energy_histogram_data(tmp_path):
@@ -176,7 +253,7 @@ def test_judge_trains_on_digits_and_the_cache_round_trips(digits, digits_judge, 
   def no_training(*args, **kwargs):
     raise AssertionError("the cached judge should have been loaded")
 
-  monkeypatch.setattr(judge_lib, "train_judge", no_training)
+  monkeypatch.setattr(judge_cache, "train_judge", no_training)
   loaded, loaded_accuracy = jeval.load_or_train_judge("digits", data_dir=data_dir, seed=0)
   assert loaded_accuracy == accuracy and loaded.config == judge.config
   x = _floats(test["image"][:50])
@@ -203,8 +280,8 @@ def test_train_judge_is_deterministic(digits):
   _, train, test = digits
   kw = dict(num_classes=10, seed=5, num_steps=30, augment_shift=1)
   (a, acc_a), (b, acc_b) = (
-    judge_lib.train_judge(train, test, **kw),
-    judge_lib.train_judge(train, test, **kw),
+    jeval.train_judge(train, test, **kw),
+    jeval.train_judge(train, test, **kw),
   )
   assert acc_a == acc_b
   jax.tree.map(np.testing.assert_array_equal, a.params, b.params)
@@ -225,7 +302,7 @@ def test_judge_apis_shapes_jit_and_errors(digits_judge):
   with pytest.raises(ValueError, match=r"\[N, 8, 8, 1\]"):
     jeval.judge_logits(judge, np.zeros((2, 28, 28, 1), np.float32))
   with pytest.raises(ValueError, match="labels"):
-    judge_lib.train_judge(
+    jeval.train_judge(
       {"image": np.zeros((4, 8, 8, 1), np.uint8), "label": np.full(4, 10)},
       {"image": np.zeros((1, 8, 8, 1), np.uint8), "label": np.zeros(1)},
       num_classes=10,

@@ -3,6 +3,7 @@ evaluation, config mismatch and divergence errors."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +14,8 @@ import jax
 import numpy as np
 import pytest
 
-from jebm import checkpoint
+from jebm import checkpoint, parallel
+from jebm.config import create_state
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -142,3 +144,148 @@ def test_sample_restores_the_checkpoint(trained, env, tmp_path):
     assert f["images"].shape == (30, 8, 8, 1) and f["images"].dtype == np.uint8
     np.testing.assert_array_equal(f["labels"], np.repeat(np.arange(10), 3))
   assert out.with_suffix(".png").exists()
+
+
+# --- Checkpoints are not tied to the device count ----------------------------------------------
+
+
+def one_device(env):
+  return dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+
+
+def _copy(workdir, tmp_path):
+  shutil.copytree(workdir, tmp_path / "w")
+  return tmp_path / "w"
+
+
+def _logical_buffer(workdir, mesh=None):
+  """(buffer in logical order, as restored on one device or on ``mesh``) of the newest checkpoint."""
+  shardings = None
+  if mesh is not None:
+    config = checkpoint.load_config(str(workdir))
+    shardings = parallel.state_shardings(jax.eval_shape(lambda: create_state(config)), mesh)
+  state, _ = checkpoint.restore(str(workdir), shardings=shardings)
+  return jax.device_get(parallel.to_logical_order(state).replay)
+
+
+def test_two_device_run_is_sampled_evaluated_and_resumed_by_a_one_device_process(
+  trained, env, tmp_path
+):
+  workdir = _copy(trained, tmp_path)
+  out = tmp_path / "s.npz"
+  launch(
+    "sample",
+    f"--workdir={workdir}",
+    "--num_samples=2",
+    f"--out={out}",
+    "--steps=3",
+    env=one_device(env),
+  )
+  assert np.load(out)["images"].shape == (20, 8, 8, 1)
+  launch(
+    "evaluate", f"--workdir={workdir}", "--tasks=classify,ood", "--max_test=40", env=one_device(env)
+  )
+  report = json.loads((workdir / "eval" / "report.json").read_text())
+  assert report["step"] == 20 and 0 <= report["classify"]["accuracy"] <= 1
+  # In a notebook: the whole buffer (both devices' shards) is one buffer on one device.
+  code = (
+    "from jebm import checkpoint, replay; import jax, numpy as np; "
+    f"s, _ = checkpoint.restore({str(workdir)!r}); "
+    "_, _, i = replay.sample(jax.random.key(0), s.replay, 5000, init_fn=replay.uniform_init(), "
+    "reinit_prob=0.0); print(jax.device_count(), int(s.replay.size), len(np.unique(i)))"
+  )
+  printed = subprocess.run(
+    [sys.executable, "-c", code], cwd=ROOT, env=one_device(env), capture_output=True, text=True
+  )
+  assert printed.stdout.split() == ["1", "256", "256"], printed.stderr[-2000:]
+  shutil.rmtree(workdir / "checkpoints" / "20")  # resume from step 10, on one device
+  launch("train", *TINY, f"--workdir={workdir}", "--num_steps=20", env=one_device(env))
+  assert checkpoint.latest_step(str(workdir)) == 20
+
+
+def test_buffer_survives_two_to_one_and_one_to_two_devices(tmp_path, env):
+  """Partly filled buffers (odd per-device fill on 2 devices) keep every entry in its slot."""
+  args = [*TINY, "--buffer_capacity=512", "--checkpoint_every=3", "--lr_schedule=constant"]
+  one = tmp_path / "one"
+  launch("train", *args, f"--workdir={one}", "--num_steps=3", env=one_device(env))
+  two = _copy(one, tmp_path)  # 96 entries written by 1 device ...
+  launch("train", *args, f"--workdir={two}", "--num_steps=6", env=env)  # ... then 96 by 2
+  mesh = parallel.make_mesh()
+  for workdir, size in ((one, 96), (two, 192)):
+    single, sharded = _logical_buffer(workdir), _logical_buffer(workdir, mesh)
+    assert int(single.size) == int(sharded.size) == size
+    np.testing.assert_array_equal(single.images, sharded.images)
+    np.testing.assert_array_equal(single.labels, sharded.labels)
+  before, after = _logical_buffer(one), _logical_buffer(two)
+  np.testing.assert_array_equal(after.images[:96], before.images[:96])  # the old entries stay
+  assert np.any(after.images[96:192]) and not np.any(after.images[192:])
+  launch("train", *args, f"--workdir={two}", "--num_steps=9", env=one_device(env))  # and back
+  assert int(_logical_buffer(two).size) == 288
+
+
+# --- Evaluation ----------------------------------------------------------------------------------
+
+
+def test_evaluate_writes_every_task_of_the_report(trained, env, tmp_path):
+  workdir = _copy(trained, tmp_path)
+  ood_npz = tmp_path / "ood.npz"
+  np.savez(ood_npz, images=np.full((12, 8, 8, 1), 200, np.uint8))
+  launch(
+    "evaluate",
+    f"--workdir={workdir}",
+    "--num_samples=20",
+    "--steps=3",
+    "--max_test=60",
+    f"--ood_sets=uniform,gaussian,constant,inverted,interp,npz:{ood_npz}",
+    env=env,
+  )
+  report = json.loads((workdir / "eval" / "report.json").read_text())
+  assert set(report) >= {"sample_quality", "classify", "histograms", "ood"}
+  assert report["classify"]["num_examples"] == 60
+  assert set(report["ood"]) == {"neg_min_energy", "logsumexp", "neg_grad_norm"}
+  for score in report["ood"].values():
+    assert set(score) == {
+      "uniform",
+      "gaussian",
+      "constant",
+      "inverted",
+      "interp",
+      f"npz:{ood_npz}",
+      "average",
+    }
+    assert all(0 <= v <= 1 for v in score.values())
+  assert {"replay", "noise"} == set(report["sample_quality"])
+  for png in ("confusion_matrix", "ood_logsumexp", "energy_histograms", "samples_noise"):
+    assert (workdir / "eval" / f"{png}.png").exists(), png
+  # A second run of one task keeps the other tasks' results of the same checkpoint.
+  launch("evaluate", f"--workdir={workdir}", "--tasks=histograms", "--max_test=30", env=env)
+  again = json.loads((workdir / "eval" / "report.json").read_text())
+  assert again["classify"] == report["classify"] and again["histograms"]["num_test"] == 30
+
+
+def test_evaluate_bad_input_is_a_clear_error(trained, env, tmp_path):
+  wrong = tmp_path / "wrong.npz"
+  np.savez(wrong, images=np.zeros((3, 28, 28, 1), np.uint8))
+  result = launch(
+    "evaluate",
+    f"--workdir={trained}",
+    "--tasks=ood",
+    f"--ood_sets=npz:{wrong}",
+    env=env,
+    check=False,
+  )
+  assert result.returncode != 0 and "(28, 28, 1)" in result.stderr and "(8, 8, 1)" in result.stderr
+  result = launch("evaluate", f"--workdir={trained}", "--tasks=judge", env=env, check=False)
+  assert result.returncode != 0 and "unknown tasks ['judge']" in result.stderr
+  assert "Traceback" not in result.stderr
+
+
+def test_classify_on_an_unconditional_checkpoint_is_an_error(tmp_path, env):
+  workdir = tmp_path / "u"
+  launch("train", *TINY, "--num_classes=0", f"--workdir={workdir}", "--num_steps=2", env=env)
+  result = launch("evaluate", f"--workdir={workdir}", "--tasks=classify", env=env, check=False)
+  assert result.returncode != 0 and "conditional model" in result.stderr
+  assert "Traceback" not in result.stderr
+  launch("evaluate", f"--workdir={workdir}", "--tasks=ood", "--max_test=20", env=env)
+  report = json.loads((workdir / "eval" / "report.json").read_text())
+  assert set(report["ood"]) == {"neg_energy", "neg_grad_norm"} and "classify" not in report

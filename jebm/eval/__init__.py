@@ -1,18 +1,26 @@
-"""Evaluation: a judge classifier in place of Inception weights, and task evaluators.
+"""Evaluation: one module per task, a judge classifier in place of Inception weights.
 
     judge, judge_test_accuracy = jebm.eval.load_or_train_judge("mnist")
-    report = jebm.eval.sample_quality(samples, labels, test_images, judge)  # FID, KID, IS, ...
-    report |= jebm.eval.classification_accuracy(energy_fn, test_images, test_labels, 10)
-    report |= jebm.eval.ood_auroc(energy_fn, test_images, rng_key=key, num_classes=10)
+    report = jebm.eval.sample_quality(samples, labels, test_images, judge)   # FID, KID, IS, ...
+    report = jebm.eval.classification_report(energy_fn, test_images, test_labels, 10)
+    report = jebm.eval.ood_benchmark(energy_fn, test_images, {"uniform": noise}, num_classes=10)
 
 Every task returns a JSON-serialisable dict; the metrics themselves live in `jebm.metrics`.
+``TASKS`` maps the task names of ``experiments/evaluate.py`` to their ``evaluate(ctx)`` functions.
 """
 
-from jebm.eval.batching import map_batches
-from jebm.eval.judge import CACHE_SUBDIR, FeatureFn, Judge, JudgeConfig, JudgeNet
-from jebm.eval.judge import apply_feature_fn, default_judge_config, init_judge, judge_accuracy
-from jebm.eval.judge import judge_cache_path, judge_config, judge_features, judge_logits
-from jebm.eval.judge import load_feature_fn, load_judge, load_or_train_judge, save_judge
-from jebm.eval.judge import train_judge
-from jebm.eval.tasks import class_energies, classification_accuracy, energy_histogram_data
-from jebm.eval.tasks import min_energy, ood_auroc, ood_sets, sample_quality
+from jebm.eval.batching import map_batches, map_host_chunks
+from jebm.eval.classify import classification_report
+from jebm.eval.context import DEFAULT_OOD_SETS, EvalContext
+from jebm.eval.energies import class_energies, energy_table, min_energy
+from jebm.eval.features import FeatureFn, apply_feature_fn, load_feature_fn
+from jebm.eval.histograms import energy_histogram_data
+from jebm.eval.judge import Judge, JudgeConfig, JudgeNet, default_judge_config, init_judge
+from jebm.eval.judge import judge_accuracy, judge_config, judge_features, judge_logits
+from jebm.eval.judge_cache import CACHE_SUBDIR, judge_cache_path, load_judge
+from jebm.eval.judge_cache import load_or_train_judge, save_judge
+from jebm.eval.judge_training import train_judge
+from jebm.eval.ood import SYNTHETIC_SETS, load_ood_set, ood_benchmark, ood_scores
+from jebm.eval.ood import synthetic_ood_set
+from jebm.eval.generation import sample_quality
+from jebm.eval.tasks import TASKS, check_tasks, default_tasks

@@ -1,0 +1,76 @@
+"""The conditional EBM as a classifier: predicted label = argmin_y E(x, y), and how well
+calibrated p(y | x) = softmax_y(-E(x, y)) is.
+
+    report = classification_report(energy_fn, test_images, test_labels, num_classes=10)
+    report["accuracy"], report["expected_calibration_error"]
+"""
+
+import numpy as np
+import scipy.special
+
+from jebm import metrics, viz
+from jebm.energy import EnergyFn
+from jebm.eval.context import EvalContext
+from jebm.eval.energies import ENERGY_BATCH, class_energies
+
+
+def classification_report(
+  energy_fn: EnergyFn,
+  images,
+  labels,
+  num_classes: int,
+  *,
+  batch_size: int = ENERGY_BATCH,
+  num_bins: int = 15,
+) -> dict:
+  """Accuracy, calibration and confusion of argmin_y E(x, y).
+
+  Args:
+    energy_fn: conditional energy fn, ``energy_fn(x [B, ...], y int [B]) -> [B]``.
+    images: [N, ...] floats (e.g. test images in [0, 1]).
+    labels: [N] true class ids in 0..K-1.
+    num_classes: K.
+    batch_size: images per chunk (K * batch_size energy evaluations at a time).
+    num_bins: confidence bins of the expected calibration error.
+
+  Returns:
+    ``{"accuracy", "expected_calibration_error", "nll": float, "num_examples": int,
+    "per_class_accuracy": [K] floats (None for a class without examples), "confusion_matrix":
+    [K][K] counts, row = true class, column = predicted}``.
+  """
+  labels = np.asarray(labels).reshape(-1)
+  if len(labels) != len(images):
+    raise ValueError(f"{len(images)} images but {len(labels)} labels")
+  energies = class_energies(energy_fn, images, num_classes, batch_size=batch_size)
+  log_probs = scipy.special.log_softmax(-energies.astype(np.float64), axis=1)
+  predicted = energies.argmin(axis=1)
+  confusion = metrics.confusion_matrix(labels, predicted, num_classes)
+  per_class = [float(row[k] / row.sum()) if row.sum() else None for k, row in enumerate(confusion)]
+  return {
+    "accuracy": float(np.mean(predicted == labels)),
+    "expected_calibration_error": metrics.expected_calibration_error(
+      np.exp(log_probs), labels, num_bins=num_bins
+    ),
+    "nll": float(-np.mean(log_probs[np.arange(len(labels)), labels])),
+    "num_examples": int(len(labels)),
+    "per_class_accuracy": per_class,
+    "confusion_matrix": confusion.tolist(),
+  }
+
+
+def evaluate(ctx: EvalContext) -> dict:
+  """The ``classify`` task: the report on the test split (``ctx.max_test`` examples, default all)
+  and ``confusion_matrix.png``."""
+  if ctx.num_classes is None:
+    raise ValueError(
+      "the classify task needs a conditional model (num_classes > 0); this checkpoint is "
+      f"unconditional (dataset {ctx.config.dataset!r}, num_classes=0)"
+    )
+  test = ctx.test_split()
+  report = classification_report(ctx.energy_fn, test["image"], test["label"], ctx.num_classes)
+  report["confusion_png"] = viz.save_confusion_matrix(
+    ctx.path("confusion_matrix.png"),
+    np.asarray(report["confusion_matrix"]),
+    title=f"argmin_y E(x, y) on {ctx.config.dataset} test: accuracy {report['accuracy']:.4f}",
+  )
+  return report

@@ -1,0 +1,80 @@
+"""What an evaluation task is given: a restored model, where its data lives, where to write, and
+the task options. ``experiments/evaluate.py`` builds one from its flags; a notebook can too."""
+
+import dataclasses
+import functools
+import os
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+
+from jebm import generate
+from jebm.config import Config
+from jebm.energy import EnergyFn
+from jebm.train import TrainState
+
+DEFAULT_OOD_SETS = ("uniform", "gaussian", "constant", "inverted", "interp")
+
+
+@dataclasses.dataclass
+class EvalContext:
+  """A checkpoint under evaluation and the options of the tasks.
+
+  Attributes:
+    state, config: the restored train state (replay buffer in logical order) and its Config.
+    out_dir: where tasks write pictures (``<workdir>/eval``).
+    seed: evaluation seed: every task's randomness derives from it.
+    data_dir, manual_dir: where the dataset is (see ``jebm.data``).
+    max_test: test examples used by the energy tasks; None = the whole split.
+    num_samples: generated samples for sample_quality (None = config.eval_num_samples).
+    langevin_steps: chain length from noise (None = config.eval_langevin_steps).
+    init: chain starts for sample_quality, from ("replay", "noise").
+    feature_fn: optional "module:function" feature network for FID/KID.
+    ood_sets: OOD sets, names or specs (see ``jebm.eval.ood.load_ood_set``).
+  """
+
+  state: TrainState
+  config: Config
+  out_dir: str
+  seed: int = 0
+  data_dir: Optional[str] = None
+  manual_dir: Optional[str] = None
+  max_test: Optional[int] = None
+  num_samples: Optional[int] = None
+  langevin_steps: Optional[int] = None
+  init: Tuple[str, ...] = ("replay", "noise")
+  feature_fn: Optional[str] = None
+  ood_sets: Tuple[str, ...] = DEFAULT_OOD_SETS
+  _splits: Dict[str, dict] = dataclasses.field(default_factory=dict, repr=False)
+
+  @functools.cached_property
+  def energy_fn(self) -> EnergyFn:
+    """The model's energy ``E(x [B, ...], y [B] or None) -> [B]``."""
+    return generate.energy_fn(self.state, self.config)
+
+  @property
+  def num_classes(self) -> Optional[int]:
+    """K for a conditional model, None for an unconditional one."""
+    return self.config.num_classes or None
+
+  def split(self, name: str, limit: Optional[int] = None) -> dict:
+    """A split of the model's dataset, read once: ``{"image": float32 [N, ...] in [0, 1] for
+    images, "label": int32 [N]}``, the first ``limit`` examples (None = all)."""
+    if name not in self._splits:
+      from jebm import data  # TFDS is imported only when data is needed.
+
+      arrays = data.arrays(
+        self.config.dataset, name, data_dir=self.data_dir, manual_dir=self.manual_dir
+      )
+      if arrays["image"].dtype == np.uint8:
+        arrays["image"] = arrays["image"].astype(np.float32) / 255.0
+      self._splits[name] = arrays
+    return {k: v[:limit] for k, v in self._splits[name].items()}
+
+  def test_split(self) -> dict:
+    """The test split, cut to ``max_test`` examples."""
+    return self.split("test", self.max_test)
+
+  def path(self, filename: str) -> str:
+    """``out_dir/filename``."""
+    return os.path.join(self.out_dir, filename)
