@@ -21,7 +21,8 @@ from absl import app, flags, logging
 
 from experiments import flags as launcher_flags
 from jebm import checkpoint, files
-from jebm.eval import DEFAULT_OOD_SETS, TASKS, EvalContext, check_tasks, default_tasks
+from jebm.eval import SYNTHETIC_SETS, TASKS, EvalContext, check_ood_spec, check_tasks
+from jebm.eval import default_tasks
 
 flags.DEFINE_list(
   "tasks", None, f"Tasks to run, from {sorted(TASKS)} (default: all that apply to the model)."
@@ -41,7 +42,7 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_list(
   "ood_sets",
-  list(DEFAULT_OOD_SETS),
+  list(SYNTHETIC_SETS),
   "OOD sets for --tasks=ood: uniform, gaussian, constant, inverted, interp, npz:PATH (an .npz "
   "with 'images' uint8 NHWC), tfds:NAME (the test split of a prepared dataset).",
 )
@@ -66,6 +67,11 @@ def _check_flags(config):
     raise app.UsageError(f"--max_test must be >= 1 (or unset for all), got {FLAGS.max_test}")
   if not FLAGS.ood_sets:
     raise app.UsageError("--ood_sets is empty")
+  for spec in FLAGS.ood_sets:
+    try:
+      check_ood_spec(spec)
+    except ValueError as e:
+      raise app.UsageError(f"--ood_sets: {e}") from e
 
 
 def _previous_report(path, step):

@@ -49,10 +49,9 @@ def write_config(workdir: str, config: config_lib.Config) -> None:
 def restore_or_create(workdir: str, config: config_lib.Config, mesh):
   """The newest checkpoint's state if the workdir has one (its config must match), else a new
   state; placed on the mesh."""
-  create = lambda: config_lib.create_state(config)
-  shardings = parallel.state_shardings(jax.eval_shape(create), mesh)
   if checkpoint.latest_step(workdir) is None:
-    return jax.jit(create, out_shardings=shardings)()
+    create = lambda: config_lib.create_state(config)
+    return jax.jit(create, out_shardings=parallel.state_shardings(jax.eval_shape(create), mesh))()
   saved = checkpoint.load_config(workdir)
   mismatch = config_lib.mismatched_fields(saved, config)
   if mismatch:
@@ -63,7 +62,7 @@ def restore_or_create(workdir: str, config: config_lib.Config, mesh):
       f"the checkpoint in {workdir} was made with a different config:\n{lines}\n"
       "Use the same flags to resume, or a new --workdir to start afresh."
     )
-  state, _ = checkpoint.restore(workdir, shardings=shardings)
+  state, _ = checkpoint.restore(workdir, mesh=mesh)
   logging.info("Resumed from step %d of %s", int(state.step), workdir)
   return state
 
@@ -90,7 +89,7 @@ def make_sample_grid_fn(config: config_lib.Config, num: int):
   @jax.jit
   def grid_images(state, images, labels):
     rng = jax.random.split(state.rng)[1]  # a stream apart from the training steps' fold_in keys
-    start_key, label_key, chain_key = jax.random.split(rng, 3)
+    start_key, label_key, chain_key, data_key = jax.random.split(rng, 4)
     x0, y_stored, _ = replay.sample(
       start_key,
       state.replay,
@@ -102,7 +101,7 @@ def make_sample_grid_fn(config: config_lib.Config, num: int):
     y = train_lib.negative_labels(label_key, tconfig, labels, y_stored)
     energy = from_model(model.apply, state.variables())
     x, _ = langevin.sample(chain_key, energy, x0, tconfig.langevin, y=y)
-    return x0, x, train_lib.positive_examples(rng, images)
+    return x0, x, train_lib.positive_examples(data_key, images)
 
   def grid(state, batch):
     starts, samples, reals = jax.device_get(

@@ -83,26 +83,25 @@ def _existing_step(workdir: str, step: Optional[int]) -> int:
 
 
 def restore(
-  workdir: str, step: Optional[int] = None, *, shardings=None
+  workdir: str, step: Optional[int] = None, *, mesh: Optional[jax.sharding.Mesh] = None
 ) -> Tuple[TrainState, config_lib.Config]:
   """Restores ``(train_state, config)`` from ``workdir`` (the newest checkpoint by default).
 
   Works in a notebook with nothing but the workdir, on any number of devices: the saved config
-  rebuilds the state's structure. ``shardings`` (a pytree of jax.sharding.Sharding matching the
-  TrainState, e.g. ``jebm.parallel.state_shardings``) places the arrays on devices, the replay
-  buffer in those devices' layout; by default everything lands on the default device, the buffer
-  in logical order (what ``jebm.generate`` and ``jebm.replay.sample`` read).
+  rebuilds the state's structure. By default everything lands on this process's first device, the
+  replay buffer in logical order (what ``jebm.generate`` and ``jebm.replay.sample`` read). With a
+  ``mesh`` (``jebm.parallel.make_mesh``) the state is placed for data-parallel training, as
+  ``jebm.parallel.shard_state`` places it.
   """
   step = _existing_step(workdir, step)
   config = load_config(workdir, step)
   target = jax.eval_shape(lambda: _to_saveable(config_lib.create_state(config)))
-  if shardings is None:
-    shardings = jax.tree.map(lambda _: jax.sharding.SingleDeviceSharding(jax.devices()[0]), target)
-  target = jax.tree.map(
-    lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), target, shardings
-  )
+  if mesh is None:
+    sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  else:
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), target)
   with manager(workdir) as mngr:
     restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
-  state = restored.state
-  state = state.replace(rng=jax.random.wrap_key_data(state.rng))
-  return parallel.from_logical_order(state), config
+  state = restored.state.replace(rng=jax.random.wrap_key_data(restored.state.rng))
+  return (state if mesh is None else parallel.shard_state(state, mesh)), config

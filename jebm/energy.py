@@ -65,7 +65,7 @@ def energy_and_grad(energy_fn: EnergyFn, x: jax.Array, y: Optional[jax.Array] = 
   return energies, grad
 
 
-def class_energies(energy_fn: EnergyFn, x: jax.Array, num_classes: int) -> jax.Array:
+def class_energy_table(energy_fn: EnergyFn, x: jax.Array, num_classes: int) -> jax.Array:
   """E(x, y) of every example under every class id: x [B, ...] -> [B, K].
 
   One ``energy_fn`` call on K * B examples (x tiled, ids 0..K-1); jit-able and differentiable.

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from jebm import config as config_lib
-from jebm import langevin, replay
+from jebm import langevin, parallel, replay
 from jebm.energy import EnergyFn, from_model
 from jebm.train import TrainState
 
@@ -41,7 +41,9 @@ def chain_starts(
 
   ``init="noise"``: uniform noise in [init_low, init_high), conditioned on ``labels``.
   ``init="replay"``: entries of the state's replay buffer, i.e. the model's persistent chains,
-  conditioned on the labels they were sampled under (``labels`` must be None).
+  conditioned on the labels they were sampled under (``labels`` must be None). The buffer must be
+  in logical order, as ``jebm.checkpoint.restore`` gives it; a state taken from a data-parallel
+  training loop needs ``jebm.parallel.to_logical_order`` first.
 
   Returns:
     (x0 [num, *example_shape] float32, y0 [num] or None for unconditional models).
@@ -114,6 +116,11 @@ def generate_batched(
 
   Returns (samples [num, *example_shape], conditions [num] or None); kwargs go to ``generate``.
   """
+  if kwargs.get("init") == "replay" and parallel.num_shards(state.replay.images) > 1:
+    raise ValueError(
+      "init='replay' reads the replay buffer in logical order, but this state's buffer is split "
+      "over devices: pass jebm.parallel.to_logical_order(state)"
+    )
   run = jax.jit(generate, static_argnames=("config", "num", "num_steps", "init", "sampler"))
   samples, conditions = [], []
   for i, start in enumerate(range(0, num, batch_size)):

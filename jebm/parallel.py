@@ -5,11 +5,13 @@ buffer, draws its own random numbers (``fold_in(key, axis_index)``), and gradien
 averaged with ``lax.pmean``. Parameters and optimiser state are replicated.
 
 The replay buffer stays one buffer: on the mesh its entries are interleaved over the devices
-(``jebm.replay``); ``to_logical_order`` / ``from_logical_order`` turn a placed state's buffer into
-plain logical order and back, which is what checkpoints store, so a run trained on n devices is
-restored, sampled and resumed on any other number of devices.
+(``jebm.replay``); ``to_logical_order`` turns a placed state's buffer into plain logical order,
+which is what checkpoints store, and ``shard_state`` / ``shard_buffer`` place a state or buffer in
+logical order onto the devices, so a run trained on n devices is restored, sampled and resumed on
+any other number of devices.
 """
 
+import functools
 from typing import Callable, Optional, Sequence
 
 import jax
@@ -66,8 +68,9 @@ def state_shardings(state: TrainState, mesh: jax.sharding.Mesh) -> TrainState:
 def shard_state(state: TrainState, mesh: jax.sharding.Mesh) -> TrainState:
   """Places a TrainState (its buffer in logical order, as ``create_train_state`` and
   ``jebm.checkpoint.restore`` give it) on the mesh: replay buffer split over devices in their
-  layout, everything else replicated."""
-  return from_logical_order(jax.device_put(state, state_shardings(state, mesh)))
+  layout (``shard_buffer``), everything else replicated."""
+  placed = jax.device_put(state.replace(replay=None), NamedSharding(mesh, P()))
+  return placed.replace(replay=shard_buffer(state.replay, mesh))
 
 
 def shard_batch(batch, mesh: jax.sharding.Mesh):
@@ -91,32 +94,35 @@ def num_shards(array: jax.Array) -> int:
   return array.shape[0] // sharding.shard_shape(array.shape)[0]
 
 
-def _reorder(buffer: ReplayBuffer, reorder) -> ReplayBuffer:
-  """``reorder(buffer, n)`` for a buffer placed over n devices, keeping its placement."""
-  n = num_shards(buffer.images)
-  if n == 1:
-    return buffer
-  shardings = jax.tree.map(lambda a: a.sharding, buffer)
-  return jax.jit(lambda b: reorder(b, n), out_shardings=shardings)(buffer)
+@functools.lru_cache(maxsize=None)
+def _reorder_fn(reorder, num: int, out_shardings):
+  return jax.jit(lambda buffer: reorder(buffer, num), out_shardings=out_shardings)
 
 
 def to_logical_order(state: TrainState) -> TrainState:
-  """The state with its replay buffer in logical order (as checkpoints store it), whatever the
-  number of devices its buffer is split over; placement is kept."""
-  return state.replace(replay=_reorder(state.replay, replay.to_logical_order))
-
-
-def from_logical_order(state: TrainState) -> TrainState:
-  """The inverse of ``to_logical_order`` for a state placed by ``shard_state`` (or restored with
-  ``state_shardings``): its buffer in the interleaved layout of the devices it is split over."""
-  return state.replace(replay=_reorder(state.replay, replay.from_logical_order))
+  """The state with its replay buffer in logical order (what checkpoints store, and what
+  ``jebm.generate`` and ``replay.sample`` without ``axis_name`` read), replicated over the devices
+  it was split over. A no-op for a buffer that is not split, so calling it twice is safe."""
+  images = state.replay.images
+  n = num_shards(images)
+  if n == 1:
+    return state
+  replicated = NamedSharding(images.sharding.mesh, P())
+  return state.replace(replay=_reorder_fn(replay.to_logical_order, n, replicated)(state.replay))
 
 
 def shard_buffer(buffer: ReplayBuffer, mesh: jax.sharding.Mesh) -> ReplayBuffer:
-  """Places a buffer in logical order on the mesh, in the devices' interleaved layout."""
+  """Places a buffer in logical order (not split over devices) on the mesh, split over the
+  devices in their interleaved layout (``jebm.replay``)."""
+  if num_shards(buffer.images) != 1:
+    raise ValueError(
+      "shard_buffer: the buffer is already split over devices; jebm.parallel.to_logical_order "
+      "gives its logical order"
+    )
   _check_divisible(buffer.images.shape[0], mesh, "replay buffer capacity")
-  placed = jax.device_put(buffer, _shardings(mesh, buffer_specs(), buffer))
-  return _reorder(placed, replay.from_logical_order)
+  replicated = jax.device_put(buffer, NamedSharding(mesh, P()))
+  shardings = _shardings(mesh, buffer_specs(), buffer)
+  return _reorder_fn(replay.from_logical_order, mesh.size, shardings)(replicated)
 
 
 def data_parallel(

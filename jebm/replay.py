@@ -84,7 +84,10 @@ def _check_batch(buffer: ReplayBuffer, x: jax.Array, y: jax.Array):
       f"with label shape {buffer.labels.shape[1:]}"
     )
   if x.shape[0] > capacity:
-    raise ValueError(f"replay.push: batch of {x.shape[0]} exceeds buffer capacity {capacity}")
+    raise ValueError(
+      f"replay.push: batch of {x.shape[0]} exceeds buffer capacity {capacity} (per device when "
+      "the buffer is split over devices)"
+    )
 
 
 def push(

@@ -15,7 +15,7 @@ import optax
 
 from jebm import langevin, losses, replay
 from jebm.data.pipeline import dequantize
-from jebm.energy import class_energies, from_model
+from jebm.energy import class_energy_table, from_model
 from jebm.langevin import LangevinConfig
 
 NEGATIVE_LABELS = ("batch", "buffer", "uniform")
@@ -43,16 +43,18 @@ class TrainConfig:
         which is what makes argmin_y E(x, y) a classifier; negatives have the positives' label
         counts.
       "buffer": a replayed chain keeps the label it was stored with; fresh chains take the
-        batch's. Every negative pair is class-consistent, so nothing separates the classes'
-        energies (the classifier stays at chance).
+        batch's. Every negative pair is class-consistent, so nothing pushes E(x_a, b) above
+        E(x_a, a) and per-class energy offsets drift freely (the classifier stays near chance).
       "uniform": uniformly random class ids in [0, num_classes) (class ids only).
     num_classes: K, for class-id conditions (needed by "uniform" and ce_coeff).
     ce_coeff: weight of an optional cross-entropy term on the data,
       -log softmax(-E(x+, .) / ce_temperature)[y+] (JEM's discriminative term); 0 = off, the
-      paper's objective. Class ids only; it costs K extra energy evaluations per data example.
+      paper's objective. Class ids only.
     ce_temperature: the energy scale of that term's softmax (JEM: 1). Below 1 it asks for a
       classification margin of a few ce_temperature at the model's own energy scale instead of
       energy gaps of several units.
+    ce_fraction: the fraction of each batch the term is computed on (in (0, 1]; it costs K energy
+      evaluations and their parameter gradients per example).
   """
 
   langevin: LangevinConfig = LangevinConfig()
@@ -71,6 +73,7 @@ class TrainConfig:
   num_classes: int = 0
   ce_coeff: float = 0.0
   ce_temperature: float = 1.0
+  ce_fraction: float = 1.0
 
   def __post_init__(self):
     if not 0.0 <= self.reinit_prob <= 1.0:
@@ -87,6 +90,8 @@ class TrainConfig:
       raise ValueError("TrainConfig.l2_coeff, kl_coeff and ce_coeff must be ≥ 0")
     if not self.ce_temperature > 0:
       raise ValueError(f"TrainConfig.ce_temperature must be > 0, got {self.ce_temperature}")
+    if not 0 < self.ce_fraction <= 1:
+      raise ValueError(f"TrainConfig.ce_fraction must be in (0, 1], got {self.ce_fraction}")
     if self.negative_labels not in NEGATIVE_LABELS:
       raise ValueError(
         f"TrainConfig.negative_labels must be one of {NEGATIVE_LABELS}, "
@@ -272,17 +277,14 @@ def make_train_step(
         x_kl, _ = langevin.sample(jax.random.fold_in(chain_key, 1), energy, x_head, tail, y=y_neg)
         frozen = from_model(model.apply, state.variables(jax.lax.stop_gradient(params)))
         x_neg, e_kl = jax.lax.stop_gradient(x_kl), frozen(x_kl, y_neg)
-      e_neg = energy(x_neg, y_neg)
-      if config.ce_coeff:  # E(x+, y) for every class: e_pos is one column of it
-        e_all = class_energies(energy, x_pos, config.num_classes)
-        e_pos = jnp.take_along_axis(e_all, y_pos[:, None], axis=1)[:, 0]
-      else:
-        e_pos = energy(x_pos, y_pos)
+      e_pos, e_neg = energy(x_pos, y_pos), energy(x_neg, y_neg)
       loss, aux = losses.contrastive_divergence(
         e_pos, e_neg, l2_coeff=config.l2_coeff, e_kl=e_kl, kl_coeff=config.kl_coeff
       )
       if config.ce_coeff:
-        loss_ce, accuracy = losses.label_cross_entropy(e_all / config.ce_temperature, y_pos)
+        n = max(1, round(config.ce_fraction * batch_size))  # the batch is in random order
+        e_all = class_energy_table(energy, x_pos[:n], config.num_classes) / config.ce_temperature
+        loss_ce, accuracy = losses.label_cross_entropy(e_all, y_pos[:n])
         loss = loss + config.ce_coeff * loss_ce
         aux = {**aux, "loss_ce": loss_ce, "train_accuracy": accuracy}
       if axis_name is not None:

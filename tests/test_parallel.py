@@ -48,6 +48,17 @@ def test_two_devices_match_one_device_on_the_same_global_batch():
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(m1["energy_neg"], m2["energy_neg"], rtol=1e-3, atol=1e-4)
   assert dp.replay.images.sharding.spec == jax.sharding.PartitionSpec(parallel.AXIS)
+  # One buffer: the same global fill and ring position as on one device.
+  logical = parallel.to_logical_order(dp).replay
+  assert (
+    (int(logical.size), int(logical.position))
+    == (16, 8)
+    == (
+      int(single.replay.size),
+      int(single.replay.position),
+    )
+  )
+  assert parallel.num_shards(logical.images) == 1
 
 
 def test_devices_draw_different_random_numbers():

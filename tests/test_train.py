@@ -244,3 +244,38 @@ def test_batch_labels_make_a_classifier_and_buffer_labels_do_not():
   # negatives never push E(x_a, b) above E(x_a, a).
   assert _train_bars_classifier("batch") >= 0.95
   assert _train_bars_classifier("buffer") < 0.75
+
+
+@pytest.mark.parametrize("fraction,used", [(1.0, 16), (0.25, 4)])
+def test_cross_entropy_term_is_softmax_of_minus_energy_over_temperature(fraction, used):
+  temperature = 0.5
+  sampler = langevin.LangevinConfig(num_steps=2, step_size=0.1, noise_scale=0.0, grad_clip=None)
+  config = train.TrainConfig(
+    langevin=sampler,
+    buffer_capacity=32,
+    conditional=True,
+    num_classes=10,
+    ce_coeff=1.0,
+    ce_temperature=temperature,
+    ce_fraction=fraction,
+  )
+  model, optimizer = IntensityTarget(), optim.igebm_adam()
+  state = train.create_train_state(jax.random.key(0), model, optimizer, config, (4, 4, 1))
+  grey = np.linspace(0.0, 1.0, 16, dtype=np.float32)
+  batch = {
+    "image": jnp.asarray(grey[:, None, None, None] * np.ones((16, 4, 4, 1), np.float32)),
+    "label": jnp.arange(16) % 10,
+  }
+  _, metrics = jax.jit(train.make_train_step(model, optimizer, config))(state, batch)
+  # E(x, y) = 16 * (grey - y / 10)² / 2 for each class y; the term uses the first `used` examples.
+  energies = 8 * (grey[:used, None] - np.arange(10)[None] / 10) ** 2
+  logits = -energies / temperature
+  log_p = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+  labels = np.arange(used) % 10
+  np.testing.assert_allclose(
+    float(metrics["loss_ce"]), -log_p[np.arange(used), labels].mean(), rtol=1e-4
+  )
+  expected_accuracy = np.mean(energies.argmin(1) == labels)
+  assert float(metrics["train_accuracy"]) == pytest.approx(expected_accuracy)
+  full = float(metrics["loss"]) - float(metrics["loss_cd"]) - float(metrics["loss_l2"])
+  assert full == pytest.approx(float(metrics["loss_ce"]), rel=1e-4)  # ce_coeff 1, no KL

@@ -11,8 +11,9 @@ Every task returns a JSON-serialisable dict; the metrics themselves live in `jeb
 
 from jebm.eval.batching import map_batches, map_host_chunks
 from jebm.eval.classify import classification_report
-from jebm.eval.context import DEFAULT_OOD_SETS, EvalContext
-from jebm.eval.energies import class_energies, energy_table, min_energy
+from jebm.eval.context import EvalContext
+from jebm.eval.energies import chunk_size, class_energies, energy_table_fn, min_energy
+from jebm.eval.energies import min_energy_fn
 from jebm.eval.features import FeatureFn, apply_feature_fn, load_feature_fn
 from jebm.eval.histograms import energy_histogram_data
 from jebm.eval.judge import Judge, JudgeConfig, JudgeNet, default_judge_config, init_judge
@@ -20,7 +21,7 @@ from jebm.eval.judge import judge_accuracy, judge_config, judge_features, judge_
 from jebm.eval.judge_cache import CACHE_SUBDIR, judge_cache_path, load_judge
 from jebm.eval.judge_cache import load_or_train_judge, save_judge
 from jebm.eval.judge_training import train_judge
-from jebm.eval.ood import SYNTHETIC_SETS, load_ood_set, ood_benchmark, ood_scores
-from jebm.eval.ood import synthetic_ood_set
+from jebm.eval.ood import SYNTHETIC_SETS, auroc_row, check_ood_spec, load_ood_set, ood_benchmark
+from jebm.eval.ood import ood_scores_fn, synthetic_ood_set
 from jebm.eval.generation import sample_quality
 from jebm.eval.tasks import TASKS, check_tasks, default_tasks

@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+IMAGES_PER_CALL = 500  # default chunk of the judge and of user feature networks
+
 
 def map_batches(fn: Callable, x: jax.Array, *, batch_size: int):
   """Applies ``fn`` to x [N, ...] in chunks of ``batch_size`` examples (one ``lax.map``).

@@ -5,13 +5,16 @@ calibrated p(y | x) = softmax_y(-E(x, y)) is.
     report["accuracy"], report["expected_calibration_error"]
 """
 
+from typing import Optional
+
 import numpy as np
 import scipy.special
 
 from jebm import metrics, viz
 from jebm.energy import EnergyFn
 from jebm.eval.context import EvalContext
-from jebm.eval.energies import ENERGY_BATCH, class_energies
+from jebm.eval.energies import class_energies
+from jebm.eval.judge import judge_accuracy
 
 
 def classification_report(
@@ -20,7 +23,7 @@ def classification_report(
   labels,
   num_classes: int,
   *,
-  batch_size: int = ENERGY_BATCH,
+  batch_size: Optional[int] = None,
   num_bins: int = 15,
 ) -> dict:
   """Accuracy, calibration and confusion of argmin_y E(x, y).
@@ -30,7 +33,8 @@ def classification_report(
     images: [N, ...] floats (e.g. test images in [0, 1]).
     labels: [N] true class ids in 0..K-1.
     num_classes: K.
-    batch_size: images per chunk (K * batch_size energy evaluations at a time).
+    batch_size: images per chunk (K * batch_size energy evaluations at a time; default
+      ``jebm.eval.energies.chunk_size(K)``).
     num_bins: confidence bins of the expected calibration error.
 
   Returns:
@@ -41,6 +45,8 @@ def classification_report(
   labels = np.asarray(labels).reshape(-1)
   if len(labels) != len(images):
     raise ValueError(f"{len(images)} images but {len(labels)} labels")
+  if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+    raise ValueError(f"labels must lie in [0, {num_classes}), got [{labels.min()}, {labels.max()}]")
   energies = class_energies(energy_fn, images, num_classes, batch_size=batch_size)
   log_probs = scipy.special.log_softmax(-energies.astype(np.float64), axis=1)
   predicted = energies.argmin(axis=1)
@@ -59,8 +65,9 @@ def classification_report(
 
 
 def evaluate(ctx: EvalContext) -> dict:
-  """The ``classify`` task: the report on the test split (``ctx.max_test`` examples, default all)
-  and ``confusion_matrix.png``."""
+  """The ``classify`` task: the report on the test split (``ctx.max_test`` examples, default all),
+  ``confusion_matrix.png``, and as a baseline "baseline_judge_accuracy": the accuracy on the same
+  examples of the judge, a supervised convnet trained with cross-entropy on the same data."""
   if ctx.num_classes is None:
     raise ValueError(
       "the classify task needs a conditional model (num_classes > 0); this checkpoint is "
@@ -68,6 +75,8 @@ def evaluate(ctx: EvalContext) -> dict:
     )
   test = ctx.test_split()
   report = classification_report(ctx.energy_fn, test["image"], test["label"], ctx.num_classes)
+  if ctx.has_judge:
+    report["baseline_judge_accuracy"] = judge_accuracy(ctx.judge()[0], test["image"], test["label"])
   report["confusion_png"] = viz.save_confusion_matrix(
     ctx.path("confusion_matrix.png"),
     np.asarray(report["confusion_matrix"]),

@@ -13,8 +13,6 @@ from jebm.config import Config
 from jebm.energy import EnergyFn
 from jebm.train import TrainState
 
-DEFAULT_OOD_SETS = ("uniform", "gaussian", "constant", "inverted", "interp")
-
 
 @dataclasses.dataclass
 class EvalContext:
@@ -30,7 +28,8 @@ class EvalContext:
     langevin_steps: chain length from noise (None = config.eval_langevin_steps).
     init: chain starts for sample_quality, from ("replay", "noise").
     feature_fn: optional "module:function" feature network for FID/KID.
-    ood_sets: OOD sets, names or specs (see ``jebm.eval.ood.load_ood_set``).
+    ood_sets: OOD sets, names or specs (see ``jebm.eval.ood.load_ood_set``); () = the synthetic
+      sets.
   """
 
   state: TrainState
@@ -44,8 +43,8 @@ class EvalContext:
   langevin_steps: Optional[int] = None
   init: Tuple[str, ...] = ("replay", "noise")
   feature_fn: Optional[str] = None
-  ood_sets: Tuple[str, ...] = DEFAULT_OOD_SETS
-  _splits: Dict[str, dict] = dataclasses.field(default_factory=dict, repr=False)
+  ood_sets: Tuple[str, ...] = ()
+  _cache: Dict[str, object] = dataclasses.field(default_factory=dict, repr=False)
 
   @functools.cached_property
   def energy_fn(self) -> EnergyFn:
@@ -60,7 +59,7 @@ class EvalContext:
   def split(self, name: str, limit: Optional[int] = None) -> dict:
     """A split of the model's dataset, read once: ``{"image": float32 [N, ...] in [0, 1] for
     images, "label": int32 [N]}``, the first ``limit`` examples (None = all)."""
-    if name not in self._splits:
+    if name not in self._cache:
       from jebm import data  # TFDS is imported only when data is needed.
 
       arrays = data.arrays(
@@ -68,12 +67,28 @@ class EvalContext:
       )
       if arrays["image"].dtype == np.uint8:
         arrays["image"] = arrays["image"].astype(np.float32) / 255.0
-      self._splits[name] = arrays
-    return {k: v[:limit] for k, v in self._splits[name].items()}
+      self._cache[name] = arrays
+    return {k: v[:limit] for k, v in self._cache[name].items()}
 
   def test_split(self) -> dict:
     """The test split, cut to ``max_test`` examples."""
     return self.split("test", self.max_test)
+
+  @property
+  def has_judge(self) -> bool:
+    """Whether the dataset has labelled images, so that a judge classifier can be trained."""
+    return len(self.config.example_shape) == 3 and "label" in self.split("test", 1)
+
+  def judge(self):
+    """(judge, its test accuracy): the dataset's judge classifier (``jebm.eval.judge_cache``),
+    trained on first use and cached in the data dir."""
+    if "judge" not in self._cache:
+      from jebm.eval.judge_cache import load_or_train_judge
+
+      self._cache["judge"] = load_or_train_judge(
+        self.config.dataset, data_dir=self.data_dir, manual_dir=self.manual_dir
+      )
+    return self._cache["judge"]
 
   def path(self, filename: str) -> str:
     """``out_dir/filename``."""

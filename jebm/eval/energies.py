@@ -2,36 +2,44 @@
 
 Energy fns follow ``jebm.energy``: ``energy_fn(x [B, ...], y=None) -> [B]`` with p(x) ∝ exp(-E(x)),
 so low energy = likely. Conditional energies take int class ids y [B]. Every function evaluates in
-host chunks of ``batch_size`` images (times K classes for conditional energies), so memory stays
-bounded for any N, and returns numpy arrays.
+host chunks of ``chunk_size(num_classes)`` images, so memory stays bounded for any N and any
+number of classes, and returns numpy arrays.
 """
 
-from typing import Optional
+from typing import Callable, Optional
 
 import jax
 import numpy as np
 
-from jebm.energy import EnergyFn, check_energies
-from jebm.energy import class_energies as _class_energies
+from jebm.energy import EnergyFn, check_energies, class_energy_table
 from jebm.eval.batching import map_host_chunks
 
-ENERGY_BATCH = 100
+EXAMPLES_PER_CHUNK = 1000  # energy evaluations per compiled call: images x classes
 
 
-def energy_table(
-  energy_fn: EnergyFn, images, num_classes: Optional[int] = None, *, batch_size=ENERGY_BATCH
-) -> np.ndarray:
-  """E(x) [N] for an unconditional energy (``num_classes`` None), E(x, y) [N, K] for a
-  conditional one; images [N, ...] floats."""
+def chunk_size(num_classes: Optional[int] = None) -> int:
+  """Images per chunk: ``EXAMPLES_PER_CHUNK`` energy evaluations (at least one image)."""
+  return max(1, EXAMPLES_PER_CHUNK // (num_classes or 1))
+
+
+def energy_table_fn(
+  energy_fn: EnergyFn, num_classes: Optional[int] = None, *, batch_size: Optional[int] = None
+) -> Callable[[np.ndarray], np.ndarray]:
+  """A function images [N, ...] floats -> E(x) [N] (unconditional, ``num_classes`` None) or
+  E(x, y) [N, K] (conditional), compiled once for any number of calls and any N.
+
+  ``batch_size``: images per chunk (default ``chunk_size(num_classes)``).
+  """
   if num_classes is None:
     chunk_fn = jax.jit(lambda x: check_energies(energy_fn(x), x))
   else:
-    chunk_fn = jax.jit(lambda x: _class_energies(energy_fn, x, num_classes))
-  return map_host_chunks(chunk_fn, np.asarray(images, np.float32), batch_size=batch_size)
+    chunk_fn = jax.jit(lambda x: class_energy_table(energy_fn, x, num_classes))
+  size = batch_size or chunk_size(num_classes)
+  return lambda images: map_host_chunks(chunk_fn, np.asarray(images, np.float32), batch_size=size)
 
 
 def class_energies(
-  energy_fn: EnergyFn, images, num_classes: int, *, batch_size: int = ENERGY_BATCH
+  energy_fn: EnergyFn, images, num_classes: int, *, batch_size: Optional[int] = None
 ) -> np.ndarray:
   """E(x, y) of every image under every class.
 
@@ -44,11 +52,19 @@ def class_energies(
   Returns:
     float32 numpy [N, K].
   """
-  return energy_table(energy_fn, images, num_classes, batch_size=batch_size)
+  return energy_table_fn(energy_fn, num_classes, batch_size=batch_size)(images)
+
+
+def min_energy_fn(
+  energy_fn: EnergyFn, num_classes: Optional[int] = None, *, batch_size: Optional[int] = None
+) -> Callable[[np.ndarray], np.ndarray]:
+  """A function images [N, ...] -> E(x) [N] (unconditional) or min_y E(x, y) [N], compiled once."""
+  table = energy_table_fn(energy_fn, num_classes, batch_size=batch_size)
+  return table if num_classes is None else (lambda images: table(images).min(axis=1))
 
 
 def min_energy(
-  energy_fn: EnergyFn, images, num_classes: Optional[int] = None, *, batch_size: int = ENERGY_BATCH
+  energy_fn: EnergyFn, images, num_classes: Optional[int] = None, *, batch_size=None
 ) -> np.ndarray:
   """E(x) for an unconditional energy, min_y E(x, y) for a conditional one.
 
@@ -56,10 +72,9 @@ def min_energy(
     energy_fn: ``energy_fn(x [B, ...], y=None) -> [B]``.
     images: [N, ...] floats.
     num_classes: None (unconditional) or K (conditional on class ids 0..K-1).
-    batch_size: images per chunk.
+    batch_size: images per chunk (default ``chunk_size(num_classes)``).
 
   Returns:
     float32 numpy [N] energies (low = likely).
   """
-  table = energy_table(energy_fn, images, num_classes, batch_size=batch_size)
-  return table if num_classes is None else table.min(axis=1)
+  return min_energy_fn(energy_fn, num_classes, batch_size=batch_size)(images)

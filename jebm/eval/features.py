@@ -15,10 +15,10 @@ from typing import Callable
 
 import numpy as np
 
+from jebm.eval.batching import IMAGES_PER_CALL
+
 FeatureFn = Callable[[np.ndarray], np.ndarray]
 """``feature_fn(images float32 [n, H, W, C] in [0, 1]) -> features [n, D]`` (array-like)."""
-
-_EVAL_BATCH = 500
 
 
 def load_feature_fn(spec: str) -> FeatureFn:
@@ -79,7 +79,9 @@ def _import_module(module_name, spec):
     ) from e
 
 
-def apply_feature_fn(feature_fn: FeatureFn, images, *, batch_size: int = _EVAL_BATCH) -> np.ndarray:
+def apply_feature_fn(
+  feature_fn: FeatureFn, images, *, batch_size: int = IMAGES_PER_CALL
+) -> np.ndarray:
   """Runs a (possibly non-jax) feature network over images in host-side batches.
 
   Args:

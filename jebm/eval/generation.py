@@ -14,7 +14,6 @@ from jebm import generate, metrics, viz
 from jebm.eval.context import EvalContext
 from jebm.eval.features import FeatureFn, apply_feature_fn, load_feature_fn
 from jebm.eval.judge import Judge, judge_features, judge_logits
-from jebm.eval.judge_cache import load_or_train_judge
 
 
 def _fid_kid(feats_a, feats_b, prefix, kid_subset_size, kid_num_subsets, seed):
@@ -116,9 +115,7 @@ def _samples(ctx: EvalContext, init: str):
 def evaluate(ctx: EvalContext) -> dict:
   """The ``sample_quality`` task: for each of ``ctx.init``, samples, a PNG grid of up to 100 of
   them sorted by class (``samples_<init>.png``), and the judge's verdict."""
-  judge, judge_test_accuracy = load_or_train_judge(
-    ctx.config.dataset, data_dir=ctx.data_dir, manual_dir=ctx.manual_dir
-  )
+  judge, judge_test_accuracy = ctx.judge()
   feature_fn = load_feature_fn(ctx.feature_fn) if ctx.feature_fn else None
   real = ctx.test_split()["image"]
   report = {}

@@ -8,7 +8,7 @@ import numpy as np
 from jebm import viz
 from jebm.energy import EnergyFn
 from jebm.eval.context import EvalContext
-from jebm.eval.energies import ENERGY_BATCH, min_energy
+from jebm.eval.energies import min_energy_fn
 
 
 def energy_histogram_data(
@@ -18,7 +18,7 @@ def energy_histogram_data(
   num_classes: Optional[int] = None,
   *,
   path=None,
-  batch_size: int = ENERGY_BATCH,
+  batch_size: Optional[int] = None,
   title: str = "energies",
 ) -> dict:
   """Energy statistics of training vs test images (a gap hints at overfitting), plus a PNG.
@@ -36,7 +36,7 @@ def energy_histogram_data(
     ``{"train_mean", "train_std", "test_mean", "test_std": float, "num_train", "num_test": int,
     "png": str or None}``.
   """
-  energy = lambda x: min_energy(energy_fn, x, num_classes, batch_size=batch_size)
+  energy = min_energy_fn(energy_fn, num_classes, batch_size=batch_size)
   energies = {"train": energy(train_images), "test": energy(test_images)}
   out = {}
   for split, e in energies.items():
@@ -53,12 +53,13 @@ def energy_histogram_data(
 
 
 def evaluate(ctx: EvalContext) -> dict:
-  """The ``histograms`` task: ``energy_histogram_data`` of ``ctx.max_test`` train and test
-  examples, with ``energy_histograms.png``."""
+  """The ``histograms`` task: ``energy_histogram_data`` of the test split (``ctx.max_test``
+  examples) and as many training examples, with ``energy_histograms.png``."""
+  test = ctx.test_split()["image"]
   return energy_histogram_data(
     ctx.energy_fn,
-    ctx.split("train", ctx.max_test)["image"],
-    ctx.test_split()["image"],
+    ctx.split("train", len(test))["image"],
+    test,
     ctx.num_classes,
     path=ctx.path("energy_histograms.png"),
   )

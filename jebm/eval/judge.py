@@ -34,9 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jebm.eval.batching import map_batches
-
-_EVAL_BATCH = 500
+from jebm.eval.batching import IMAGES_PER_CALL, map_batches
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,7 +186,7 @@ def _jitted_apply():
   return jax.jit(_apply_batched, static_argnames="batch_size")
 
 
-def judge_logits(judge: Judge, images, *, batch_size: int = _EVAL_BATCH) -> jax.Array:
+def judge_logits(judge: Judge, images, *, batch_size: int = IMAGES_PER_CALL) -> jax.Array:
   """Class logits of the judge.
 
   Args:
@@ -202,7 +200,7 @@ def judge_logits(judge: Judge, images, *, batch_size: int = _EVAL_BATCH) -> jax.
   return _jitted_apply()(judge, as_judge_images(images, judge.config), batch_size=batch_size)[0]
 
 
-def judge_features(judge: Judge, images, *, batch_size: int = _EVAL_BATCH) -> jax.Array:
+def judge_features(judge: Judge, images, *, batch_size: int = IMAGES_PER_CALL) -> jax.Array:
   """Penultimate-layer features of the judge (for FID/KID); arguments as in `judge_logits`.
 
   Returns:
@@ -211,7 +209,7 @@ def judge_features(judge: Judge, images, *, batch_size: int = _EVAL_BATCH) -> ja
   return _jitted_apply()(judge, as_judge_images(images, judge.config), batch_size=batch_size)[1]
 
 
-def judge_accuracy(judge: Judge, images, labels, *, batch_size: int = _EVAL_BATCH) -> float:
+def judge_accuracy(judge: Judge, images, labels, *, batch_size: int = IMAGES_PER_CALL) -> float:
   """Fraction of images [N, H, W, C] whose argmax logit equals their label [N]."""
   predicted = np.asarray(jnp.argmax(judge_logits(judge, images, batch_size=batch_size), -1))
   return float(np.mean(predicted == np.asarray(labels).reshape(-1)))

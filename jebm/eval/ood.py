@@ -14,21 +14,20 @@ OOD sets (``load_ood_set``), each shaped like the model's inputs, floats in [0, 
   split of a prepared dataset (a ``jebm.data`` name).
 """
 
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jebm import metrics, viz
-from jebm.energy import EnergyFn, check_energies, class_energies
+from jebm.energy import EnergyFn, check_energies, class_energy_table
 from jebm.eval.batching import map_host_chunks
 from jebm.eval.context import EvalContext
-from jebm.eval.energies import ENERGY_BATCH
+from jebm.eval.energies import chunk_size
+from jebm.eval.judge import judge_logits
 
 SYNTHETIC_SETS = ("uniform", "gaussian", "constant", "inverted", "interp")
-UNCONDITIONAL_SCORES = ("neg_energy", "neg_grad_norm")
-CONDITIONAL_SCORES = ("neg_min_energy", "logsumexp", "neg_grad_norm")
 
 
 def synthetic_ood_set(name: str, rng_key: jax.Array, images) -> np.ndarray:
@@ -73,6 +72,19 @@ def _tfds_images(name: str, data_dir, manual_dir) -> np.ndarray:
   return images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images
 
 
+def check_ood_spec(spec: str):
+  """(kind, target) of an OOD set spec: ("synthetic", name), ("npz", path) or ("tfds", name);
+  ValueError for anything else (checked before any work is done)."""
+  kind, _, target = spec.partition(":")
+  if kind in ("npz", "tfds") and target:
+    return kind, target
+  if spec in SYNTHETIC_SETS:
+    return "synthetic", spec
+  raise ValueError(
+    f"unknown OOD set {spec!r}: use one of {SYNTHETIC_SETS}, 'npz:PATH' or 'tfds:NAME'"
+  )
+
+
 def load_ood_set(
   spec: str,
   rng_key: jax.Array,
@@ -99,8 +111,8 @@ def load_ood_set(
     ValueError: an unknown spec, an unreadable file, or images whose shape differs from the
       model's (the message names both shapes).
   """
-  kind, _, target = spec.partition(":")
-  if kind in ("npz", "tfds") and target:
+  kind, target = check_ood_spec(spec)
+  if kind in ("npz", "tfds"):
     images = _npz_images(target) if kind == "npz" else _tfds_images(target, data_dir, manual_dir)
     expected = tuple(np.shape(test_images)[1:])
     if tuple(images.shape[1:]) != expected:
@@ -109,11 +121,7 @@ def load_ood_set(
         f"takes examples of shape {expected}"
       )
     return images[:max_examples]
-  if spec in SYNTHETIC_SETS:
-    return synthetic_ood_set(spec, rng_key, test_images)
-  raise ValueError(
-    f"unknown OOD set {spec!r}: use one of {SYNTHETIC_SETS}, 'npz:PATH' or 'tfds:NAME'"
-  )
+  return synthetic_ood_set(spec, rng_key, test_images)
 
 
 def _score_fn(energy_fn: EnergyFn, num_classes: Optional[int]):
@@ -122,7 +130,7 @@ def _score_fn(energy_fn: EnergyFn, num_classes: Optional[int]):
   def log_p(x):  # log p(x) up to a constant, per example
     if num_classes is None:
       return -check_energies(energy_fn(x), x), None
-    table = class_energies(energy_fn, x, num_classes)
+    table = class_energy_table(energy_fn, x, num_classes)
     return jax.nn.logsumexp(-table, axis=1), table
 
   def total(x):
@@ -139,20 +147,25 @@ def _score_fn(energy_fn: EnergyFn, num_classes: Optional[int]):
   return jax.jit(scores)
 
 
-def ood_scores(
-  energy_fn: EnergyFn, images, num_classes: Optional[int] = None, *, batch_size=ENERGY_BATCH
-) -> Dict[str, np.ndarray]:
-  """Every OOD score of images [N, ...] (see the module docstring): {score name: float32 [N]}.
+def ood_scores_fn(
+  energy_fn: EnergyFn, num_classes: Optional[int] = None, *, batch_size: Optional[int] = None
+) -> Callable[[np.ndarray], Dict[str, np.ndarray]]:
+  """A function images [N, ...] floats -> {score name: float32 [N]} giving every OOD score (see
+  the module docstring), compiled once for any number of calls and any N.
 
   Args:
     energy_fn: ``energy_fn(x [B, ...], y=None) -> [B]``.
-    images: [N, ...] floats.
     num_classes: None (unconditional) or K (conditional on class ids 0..K-1).
-    batch_size: images per chunk.
+    batch_size: images per chunk (default ``jebm.eval.energies.chunk_size(K)``).
   """
-  return map_host_chunks(
-    _score_fn(energy_fn, num_classes), np.asarray(images, np.float32), batch_size=batch_size
-  )
+  fn, size = _score_fn(energy_fn, num_classes), batch_size or chunk_size(num_classes)
+  return lambda images: map_host_chunks(fn, np.asarray(images, np.float32), batch_size=size)
+
+
+def auroc_row(scores_in, scores_out: Dict[str, np.ndarray]) -> dict:
+  """``{set: AUROC of scores_in [N] against scores_out[set] [M], ..., "average": their mean}``."""
+  aurocs = {name: metrics.auroc(scores_in, s) for name, s in scores_out.items()}
+  return {**aurocs, "average": float(np.mean(list(aurocs.values())))}
 
 
 def ood_benchmark(
@@ -161,7 +174,7 @@ def ood_benchmark(
   ood_sets: Dict[str, np.ndarray],
   num_classes: Optional[int] = None,
   *,
-  batch_size: int = ENERGY_BATCH,
+  batch_size: Optional[int] = None,
   histogram_path=None,
 ) -> dict:
   """AUROC of every score on every OOD set against the in-distribution images.
@@ -171,7 +184,7 @@ def ood_benchmark(
     in_images: [N, ...] in-distribution images (the positives), floats.
     ood_sets: {set name: [M, ...] images}.
     num_classes: None (unconditional) or K.
-    batch_size: images per chunk.
+    batch_size: images per chunk (default ``jebm.eval.energies.chunk_size(K)``).
     histogram_path: if given, ``histogram_path.format(score=name)`` gets one PNG per score with the
       score's histograms on every set.
 
@@ -181,13 +194,12 @@ def ood_benchmark(
   """
   if not ood_sets:
     raise ValueError("ood_benchmark needs at least one OOD set")
-  scores = lambda x: ood_scores(energy_fn, x, num_classes, batch_size=batch_size)
+  scores = ood_scores_fn(energy_fn, num_classes, batch_size=batch_size)
   s_in = scores(in_images)
   s_out = {name: scores(images) for name, images in ood_sets.items()}
   report = {}
   for score, values in s_in.items():
-    aurocs = {name: metrics.auroc(values, s[score]) for name, s in s_out.items()}
-    report[score] = {**aurocs, "average": float(np.mean(list(aurocs.values())))}
+    report[score] = auroc_row(values, {name: s[score] for name, s in s_out.items()})
     if histogram_path is not None:
       named = {"in-distribution": values, **{name: s[score] for name, s in s_out.items()}}
       viz.save_histograms(
@@ -198,7 +210,9 @@ def ood_benchmark(
 
 def evaluate(ctx: EvalContext) -> dict:
   """The ``ood`` task: ``ood_benchmark`` of the test split (``ctx.max_test`` examples) against
-  ``ctx.ood_sets``, with ``ood_<score>.png`` histograms."""
+  ``ctx.ood_sets``, with ``ood_<score>.png`` histograms. For labelled image datasets a baseline
+  row, "baseline_judge_max_softmax": the maximum softmax probability of the judge, a supervised
+  convnet trained on the same data (Hendrycks & Gimpel's OOD baseline)."""
   test = ctx.test_split()["image"]
   key = jax.random.key(ctx.seed)
   sets = {
@@ -210,8 +224,15 @@ def evaluate(ctx: EvalContext) -> dict:
       manual_dir=ctx.manual_dir,
       max_examples=len(test),
     )
-    for i, spec in enumerate(ctx.ood_sets)
+    for i, spec in enumerate(ctx.ood_sets or SYNTHETIC_SETS)
   }
-  return ood_benchmark(
+  report = ood_benchmark(
     ctx.energy_fn, test, sets, ctx.num_classes, histogram_path=ctx.path("ood_{score}.png")
   )
+  if ctx.has_judge:
+    judge = ctx.judge()[0]
+    max_softmax = lambda x: np.asarray(jax.nn.softmax(judge_logits(judge, x)).max(axis=1))
+    report["baseline_judge_max_softmax"] = auroc_row(
+      max_softmax(test), {name: max_softmax(x) for name, x in sets.items()}
+    )
+  return report

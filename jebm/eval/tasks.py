@@ -17,24 +17,37 @@ TASKS: Dict[str, Task] = {
   "ood": ood.evaluate,
 }
 
-# Tasks that only make sense for a conditional model (asking for them on another is an error).
-CONDITIONAL_TASKS = ("classify",)
+# What a task needs of the model: (test on its Config, what to say when it fails).
+REQUIREMENTS = {
+  "classify": (lambda c: c.conditional, "a conditional model (num_classes > 0)"),
+  "sample_quality": (
+    lambda c: len(c.example_shape) == 3,
+    "image data [H, W, C] (a judge classifier scores the samples)",
+  ),
+}
+
+
+def applies(name: str, config: Config) -> bool:
+  """Whether task ``name`` applies to a model of ``config``."""
+  return name not in REQUIREMENTS or REQUIREMENTS[name][0](config)
 
 
 def default_tasks(config: Config) -> Tuple[str, ...]:
   """Every task that applies to a model of ``config``."""
-  return tuple(t for t in TASKS if config.conditional or t not in CONDITIONAL_TASKS)
+  return tuple(t for t in TASKS if applies(t, config))
 
 
 def check_tasks(names, config: Config) -> None:
-  """Raises ValueError for an unknown task name or a conditional-only task on an unconditional
-  model, before any work is done."""
+  """Raises ValueError for an unknown task name, or a task that does not apply to the model
+  (e.g. classify on an unconditional one), before any work is done."""
   unknown = sorted(set(names) - set(TASKS))
   if unknown:
     raise ValueError(f"unknown tasks {unknown}; known: {sorted(TASKS)}")
-  misplaced = [t for t in names if t in CONDITIONAL_TASKS and not config.conditional]
-  if misplaced:
-    raise ValueError(
-      f"tasks {misplaced} need a conditional model (num_classes > 0); this checkpoint is "
-      f"unconditional (dataset {config.dataset!r})"
-    )
+  for name in names:
+    if not applies(name, config):
+      raise ValueError(
+        f"task {name!r} needs {REQUIREMENTS[name][1]}; this checkpoint's model does not have it "
+        f"(dataset "
+        f"{config.dataset!r}, num_classes={config.num_classes}, example_shape="
+        f"{config.example_shape})"
+      )
