@@ -162,13 +162,14 @@ def train_and_evaluate(
       last = step == config.num_steps or out_of_time
       if step % config.log_every == 0 or last:
         logging.info(
-          "step %d/%d  %s  loss %.4f  E+ %.3f  E- %.3f",
+          "step %d/%d  %s  loss %.4f  E+ %.3f  E- %.3f%s",
           step,
           config.num_steps,
           _progress(start, step, config.num_steps, t0),
           values["loss"],
           values["energy_pos"],
           values["energy_neg"],
+          f"  batch accuracy {values['train_accuracy']:.3f}" if "train_accuracy" in values else "",
         )
         for k, v in values.items():
           writer.add_scalar(f"train/{k}", v, step)
