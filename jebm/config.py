@@ -28,10 +28,12 @@ class Config:
   Model: model (a ``jebm.models.MODELS`` name), features (conv widths; MLP hidden sizes; unused
   by the ResNet presets), activation, spectral_norm.
   Sampler: langevin_steps, step_size, noise_scale, grad_clip (0 = none), clip_mode, x_min, x_max.
-  Conditional training: negative_labels (the condition of each negative chain: "batch", "buffer"
-  or "uniform", see ``jebm.train.TrainConfig``), ce_coeff (weight of the optional cross-entropy
-  term on -E(x, .) / ce_temperature; 0 = the paper's objective), ce_fraction (of each batch it
-  is computed on).
+  Conditional training (unused when num_classes = 0): negative_labels (the condition of each
+  negative chain: "batch", "buffer" or "uniform", see ``jebm.train.TrainConfig``), ce_coeff
+  (weight of the optional cross-entropy term on -E(x, .) / ce_temperature; 0 = the paper's
+  objective), ce_fraction (of each batch it is computed on). The default is replayed chains
+  under their stored labels plus a tempered cross-entropy term, chosen by measurement: see
+  ``experiments/configs/presets.py``.
   Objective and optimiser: l2_coeff, kl_coeff, kl_steps, learning_rate, warmup_steps (linear
   warm-up from 0), lr_schedule ("constant", or "cosine": decay to 0 at num_steps), b1, b2.
   Replay: buffer_capacity, reinit_prob, init_low, init_high (fresh chains ~ U[init_low, init_high)).
@@ -55,10 +57,10 @@ class Config:
   clip_mode: str = "elementwise"
   x_min: float = 0.0
   x_max: float = 1.0
-  negative_labels: str = "batch"
-  ce_coeff: float = 0.0
-  ce_temperature: float = 1.0
-  ce_fraction: float = 1.0
+  negative_labels: str = "buffer"
+  ce_coeff: float = 0.1
+  ce_temperature: float = 0.01
+  ce_fraction: float = 0.25
   l2_coeff: float = 1.0
   kl_coeff: float = 0.0
   kl_steps: int = 1
@@ -188,7 +190,7 @@ def train_config(config: Config) -> train.TrainConfig:
     conditional=config.conditional,
     negative_labels=config.negative_labels,
     num_classes=config.num_classes,
-    ce_coeff=config.ce_coeff,
+    ce_coeff=config.ce_coeff if config.conditional else 0.0,
     ce_temperature=config.ce_temperature,
     ce_fraction=config.ce_fraction,
   )

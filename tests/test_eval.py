@@ -62,6 +62,14 @@ def test_classification_report_is_argmin_over_classes():
   sharp = lambda x, y: 1e3 * prototype_energy(x, y)  # confident and right on the true labels
   report = jeval.classification_report(sharp, images, labels, NUM_CLASSES, batch_size=8)
   assert report["expected_calibration_error"] < 1e-3 and report["nll"] < 1e-3
+  # The same sharpening as a temperature: softmax(-E / 1e-3) of the unsharpened energy.
+  tempered = jeval.classification_report(
+    prototype_energy, images, labels, NUM_CLASSES, batch_size=8, extra_temperature=1e-3
+  )["at_ce_temperature"]
+  assert tempered["temperature"] == 1e-3
+  assert tempered["expected_calibration_error"] == pytest.approx(
+    report["expected_calibration_error"], abs=1e-6
+  )
 
 
 def test_min_energy_and_class_energies_match_numpy():

@@ -1,6 +1,7 @@
 """The launchers end to end: train on 2 devices, kill and resume, restore for sampling and
 evaluation, config mismatch and divergence errors."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -14,7 +15,9 @@ import jax
 import numpy as np
 import pytest
 
+from experiments.configs import presets
 from jebm import checkpoint, parallel
+from jebm import config as config_lib
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -240,6 +243,7 @@ def test_evaluate_writes_every_task_of_the_report(trained, env, tmp_path):
   report = json.loads((workdir / "eval" / "report.json").read_text())
   assert set(report) >= {"sample_quality", "classify", "histograms", "ood"}
   assert report["classify"]["num_examples"] == 60
+  assert report["classify"]["at_ce_temperature"]["temperature"] == 0.01  # the default's CE term
   scores = {"neg_min_energy", "logsumexp", "neg_grad_norm", "baseline_judge_max_softmax"}
   assert set(report["ood"]) == scores
   assert report["classify"]["baseline_judge_accuracy"] > 0.9  # a convnet on real digits
@@ -304,3 +308,16 @@ def test_default_tasks_of_a_model_without_images_or_labels(tmp_path, env):
     "evaluate", f"--workdir={workdir}", "--tasks=sample_quality", env=env, check=False
   )
   assert result.returncode != 0 and "needs image data" in result.stderr
+
+
+def test_every_preset_builds_its_train_config_and_the_paper_presets_use_batch_labels():
+  for name, preset in presets.PRESETS.items():
+    shape = (2,) if name == "toy2d" else (8, 8, 1)
+    tconfig = config_lib.train_config(dataclasses.replace(preset, example_shape=shape))
+    assert tconfig.conditional == (preset.num_classes > 0), name
+  for name in ("cifar10_uncond", "cifar10_cond", "imagenet32_cond", "imagenet128_cond"):
+    assert presets.PRESETS[name].negative_labels == "batch", name
+    assert presets.PRESETS[name].ce_coeff == 0, name
+  # The conditional terms do not apply to an unconditional model: no error, no CE term.
+  uncond = dataclasses.replace(presets.PRESETS["default"], num_classes=0, example_shape=(8, 8, 1))
+  assert presets.PRESETS["default"].ce_coeff > 0 and config_lib.train_config(uncond).ce_coeff == 0
