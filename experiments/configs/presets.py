@@ -43,15 +43,20 @@ _PAPER = dataclasses.replace(
 
 # MNIST, sized for 30 minutes on 2 CPU cores (~2.5 steps/s; the cosine decay ends at num_steps).
 # L2 coefficient 0.1, not the paper's 1 (the digits default's): with 1, the replay buffer filled
-# with noise within 1500 steps and judge accuracy was 10% after 30 minutes; the energies saturated
-# near +-0.5, too flat, we think, for 20 Langevin steps to leave noise on 28x28 images.
+# with noise within 1500 steps; the energies saturated near +-0.5, too flat, we think, for 20
+# Langevin steps to leave noise on 28x28 images. A stronger cross-entropy term than the digits'
+# (ce_coeff 0.2 on half of each batch) lifts the classifier from 96.4% to 97.2%. Longer runs
+# (num_steps 5000 or 6500, so a slower decay) diverged after 1900-2900 steps: the samples
+# collapsed while the classifier kept improving.
 # Evaluation chains run 600 steps: longer sampling gives more recognisable digits (judge accuracy
-# of the persistent chains 72.6% after 50 more steps, 80.3% after 200, 89.7% after 600).
+# of the chains from noise: 88% after 200 steps, 95% after 600).
 _MNIST = dataclasses.replace(
   _DEFAULT,
   dataset="mnist",
   features=(16, 32, 64),
   l2_coeff=0.1,
+  ce_coeff=0.2,
+  ce_fraction=0.5,
   warmup_steps=200,
   num_steps=4000,
   eval_langevin_steps=600,
