@@ -66,7 +66,7 @@ _MNIST = dataclasses.replace(
 PRESETS = {
   "default": _DEFAULT,
   "mnist_cond": _MNIST,
-  "mnist_uncond": dataclasses.replace(_MNIST, **_NO_CE, num_classes=0),
+  "mnist_uncond": dataclasses.replace(_MNIST, **_NO_CE, num_classes=0, eval_langevin_steps=600),
   "toy2d": dataclasses.replace(
     _DEFAULT,
     **_NO_CE,
