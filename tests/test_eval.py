@@ -64,7 +64,7 @@ def test_classification_report_is_argmin_over_classes():
   assert report["expected_calibration_error"] < 1e-3 and report["nll"] < 1e-3
   # The same sharpening as a temperature: softmax(-E / 1e-3) of the unsharpened energy.
   tempered = jeval.classification_report(
-    prototype_energy, images, labels, NUM_CLASSES, batch_size=8, extra_temperature=1e-3
+    prototype_energy, images, labels, NUM_CLASSES, batch_size=8, ce_temperature=1e-3
   )["at_ce_temperature"]
   assert tempered["temperature"] == 1e-3
   assert tempered["expected_calibration_error"] == pytest.approx(

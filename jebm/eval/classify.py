@@ -29,7 +29,7 @@ def classification_report(
   *,
   batch_size: Optional[int] = None,
   num_bins: int = 15,
-  extra_temperature: Optional[float] = None,
+  ce_temperature: Optional[float] = None,
 ) -> dict:
   """Accuracy, calibration and confusion of argmin_y E(x, y).
 
@@ -41,14 +41,15 @@ def classification_report(
     batch_size: images per chunk (K * batch_size energy evaluations at a time; default
       ``jebm.eval.energies.chunk_size(K)``).
     num_bins: confidence bins of the expected calibration error.
-    extra_temperature: if given, also the calibration of softmax(-E / extra_temperature).
+    ce_temperature: if given (the T of a model trained with the CE term), also the calibration
+      of softmax(-E / T).
 
   Returns:
     ``{"accuracy", "expected_calibration_error", "nll": float (of softmax(-E)), "num_examples":
     int, "per_class_accuracy": [K] floats (None for a class without examples),
     "confusion_matrix": [K][K] counts, row = true class, column = predicted}``, plus
     ``"at_ce_temperature": {"temperature", "expected_calibration_error", "nll"}`` with
-    ``extra_temperature``.
+    ``ce_temperature``.
   """
   labels = np.asarray(labels).reshape(-1)
   if len(labels) != len(images):
@@ -66,10 +67,10 @@ def classification_report(
     "per_class_accuracy": per_class,
     "confusion_matrix": confusion.tolist(),
   }
-  if extra_temperature is not None:
+  if ce_temperature is not None:
     report["at_ce_temperature"] = {
-      "temperature": extra_temperature,
-      **calibration(energies, labels, extra_temperature, num_bins=num_bins),
+      "temperature": ce_temperature,
+      **calibration(energies, labels, ce_temperature, num_bins=num_bins),
     }
   return report
 
@@ -103,7 +104,7 @@ def evaluate(ctx: EvalContext) -> dict:
   test = ctx.test_split()
   temperature = ctx.config.ce_temperature if ctx.config.ce_coeff > 0 else None
   report = classification_report(
-    ctx.energy_fn, test["image"], test["label"], ctx.num_classes, extra_temperature=temperature
+    ctx.energy_fn, test["image"], test["label"], ctx.num_classes, ce_temperature=temperature
   )
   if ctx.has_judge:
     report["baseline_judge_accuracy"] = judge_accuracy(ctx.judge()[0], test["image"], test["label"])
