@@ -10,9 +10,14 @@ of ``jebm/eval`` (``jebm.eval.TASKS``):
                   (ECE of softmax(-E(x, .))), confusion matrix (conditional models only)
   histograms      energies of train vs test data (PNG + summary)
   ood             AUROC of the energy's OOD scores against --ood_sets
+  robustness      (only when named) accuracy of argmin_y E(x, y) under PGD (L-inf and L2), with
+                  and without Langevin purification, under transfer, BPDA + EOT and full-backprop
+                  attacks, against a softmax classifier of the same network (--softmax_workdir,
+                  trained first when it holds no checkpoint); settings: the flags below
 The report keeps the results of tasks not run this time if they are of the same checkpoint step.
 """
 
+import dataclasses
 import json
 import os
 import time
@@ -20,9 +25,11 @@ import time
 from absl import app, flags, logging
 
 from experiments import flags as launcher_flags
+from experiments.configs import softmax_baseline
+from experiments.trainer import train_and_evaluate
 from jebm import checkpoint, files
-from jebm.eval import SYNTHETIC_SETS, TASKS, EvalContext, check_ood_spec, check_tasks
-from jebm.eval import default_tasks
+from jebm.eval import SYNTHETIC_SETS, TASKS, EvalContext, RobustnessConfig, check_ood_spec
+from jebm.eval import check_tasks, default_tasks
 
 flags.DEFINE_list(
   "tasks", None, f"Tasks to run, from {sorted(TASKS)} (default: all that apply to the model)."
@@ -50,12 +57,45 @@ flags.DEFINE_string(
   "feature_fn", None, "module:function giving features of float images, for FID/KID."
 )
 flags.DEFINE_integer("checkpoint_step", None, "Checkpoint to evaluate (default: the newest).")
+flags.DEFINE_string(
+  "softmax_workdir",
+  None,
+  "Workdir of the robustness task's softmax baseline (default: <workdir>/softmax_baseline); "
+  "trained there, with the EBM's network and data, when it holds no checkpoint.",
+)
+ROBUSTNESS_HELP = {
+  "attack_norms": "Attack norms of --tasks=robustness: linf, l2.",
+  "linf_epsilons": "L-inf radii of the robustness curves.",
+  "l2_epsilons": "L2 radii of the robustness curves.",
+  "num_attack_images": "Test images of the softmax, ebm and transfer curves.",
+  "num_adaptive_images": "Test images of the adaptive (BPDA + EOT, backprop) curves.",
+  "attack_steps": "PGD steps (step size 2.5 * epsilon / steps).",
+  "attack_restarts": "PGD random restarts; accuracy is the worst case over them.",
+  "attack_loss": "PGD loss: ce (cross-entropy) or margin.",
+  "purify_steps": "Langevin steps of the purification defence, per label.",
+  "purify_delta": "The defence keeps each image within +-purify_delta of its input.",
+  "purify_chains": "Purifications the defence averages (its EOT).",
+  "eot_samples": "Draws of the defence's noise averaged per adaptive attack gradient.",
+  "sanity_steps": "Short and long PGD step counts of the more-steps sanity check.",
+  "attack_batch_size": "Images per compiled attack call.",
+}
+for _field in dataclasses.fields(RobustnessConfig):
+  _default, _help = _field.default, ROBUSTNESS_HELP[_field.name] + " (robustness task)"
+  if isinstance(_default, tuple):
+    flags.DEFINE_list(_field.name, [str(v) for v in _default], _help)
+  elif isinstance(_default, int):
+    flags.DEFINE_integer(_field.name, _default, _help)
+  elif isinstance(_default, float):
+    flags.DEFINE_float(_field.name, _default, _help)
+  else:
+    flags.DEFINE_string(_field.name, _default, _help)
 flags.DEFINE_integer("seed", 0, "Evaluation seed.")
 FLAGS = flags.FLAGS
 
 
 def _check_flags(config):
-  """Flag errors that need only the checkpoint's config, found before any work is done."""
+  """Flag errors that need only the checkpoint's config, found before any work is done; returns
+  the robustness settings."""
   try:
     check_tasks(FLAGS.tasks or (), config)
   except ValueError as e:
@@ -72,6 +112,43 @@ def _check_flags(config):
       check_ood_spec(spec)
     except ValueError as e:
       raise app.UsageError(f"--ood_sets: {e}") from e
+  return robustness_options()
+
+
+def robustness_options() -> RobustnessConfig:
+  """The robustness task's settings from their flags; UsageError names the bad flag."""
+  values = {}
+  for field in dataclasses.fields(RobustnessConfig):
+    value = FLAGS[field.name].value
+    if isinstance(field.default, tuple):
+      convert = (
+        int if field.name == "sanity_steps" else (str if field.name == "attack_norms" else float)
+      )
+      try:
+        value = tuple(convert(v) for v in value)
+      except ValueError as e:
+        raise app.UsageError(f"--{field.name}: {e}") from e
+    values[field.name] = value
+  try:
+    return RobustnessConfig(**values)
+  except ValueError as e:
+    raise app.UsageError(f"--{e}") from e
+
+
+def ensure_softmax_baseline(workdir: str, config) -> str:
+  """The softmax baseline's workdir (--softmax_workdir, default <workdir>/softmax_baseline),
+  trained first, with the EBM's network and data, when it holds no checkpoint."""
+  path = FLAGS.softmax_workdir or os.path.join(workdir, "softmax_baseline")
+  if checkpoint.latest_step(path) is None:
+    baseline = softmax_baseline(config)
+    logging.info(
+      "No softmax baseline in %s: training one now (objective softmax, %d steps; the same "
+      "network and data as the EBM)",
+      path,
+      baseline.num_steps,
+    )
+    train_and_evaluate(baseline, path, data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir)
+  return path
 
 
 def _previous_report(path, step):
@@ -87,8 +164,12 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   launcher_flags.quiet_library_logs()
-  _check_flags(checkpoint.load_config(FLAGS.workdir, FLAGS.checkpoint_step))
+  robustness = _check_flags(checkpoint.load_config(FLAGS.workdir, FLAGS.checkpoint_step))
   state, config = checkpoint.restore(FLAGS.workdir, FLAGS.checkpoint_step)
+  tasks = FLAGS.tasks or default_tasks(config)
+  softmax_workdir = None
+  if "robustness" in tasks:
+    softmax_workdir = ensure_softmax_baseline(FLAGS.workdir, config)
   out_dir = os.path.join(FLAGS.workdir, "eval")
   os.makedirs(out_dir, exist_ok=True)
   ctx = EvalContext(
@@ -104,6 +185,8 @@ def main(argv):
     init=tuple(FLAGS.init),
     feature_fn=FLAGS.feature_fn,
     ood_sets=tuple(FLAGS.ood_sets),
+    robustness=robustness,
+    softmax_workdir=softmax_workdir,
   )
   path = os.path.join(out_dir, "report.json")
   report = _previous_report(path, int(state.step))
@@ -113,7 +196,7 @@ def main(argv):
     dataset=config.dataset,
     conditional=config.conditional,
   )
-  for task in FLAGS.tasks or default_tasks(config):
+  for task in tasks:
     t0 = time.time()
     report[task] = TASKS[task](ctx)
     logging.info("%s (%.1f s): %s", task, time.time() - t0, json.dumps(report[task])[:400])

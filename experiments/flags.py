@@ -9,7 +9,7 @@ from absl import flags
 from absl import logging as absl_logging
 
 from jebm.config import Config
-from jebm.train import NEGATIVE_LABELS
+from jebm.train import NEGATIVE_LABELS, OBJECTIVES
 from jebm.xla_flags import use_fast_cpu_flags
 
 FLAGS = flags.FLAGS
@@ -23,7 +23,7 @@ flags.DEFINE_string("manual_dir", None, "Folder of the MNIST IDX files (default:
 
 
 # String fields with a fixed set of values: an enum flag names the values when one is wrong.
-CHOICES = {"negative_labels": NEGATIVE_LABELS}
+CHOICES = {"negative_labels": NEGATIVE_LABELS, "objective": OBJECTIVES}
 
 
 def define_config_flags() -> None:

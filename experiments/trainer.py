@@ -141,7 +141,10 @@ def train_and_evaluate(
     mesh,
   )
   is_image = len(config.example_shape) == 3
-  sample_grid = make_sample_grid_fn(config, num=min(16, config.batch_size)) if is_image else None
+  draws_samples = is_image and config.objective == "cd"
+  sample_grid = (
+    make_sample_grid_fn(config, num=min(16, config.batch_size)) if draws_samples else None
+  )
   writer = _summary_writer(workdir)
   start = int(state.step)
   batches = data.batches(

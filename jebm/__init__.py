@@ -4,7 +4,8 @@ Sign convention everywhere: p(x) ∝ exp(-E(x)), low energy = likely. An energy 
 (and an optional condition y [B, ...]) to energies [B].
 """
 
-from jebm import checkpoint, compose, config, data, energy, eval, files, generate, langevin
+from jebm import adversarial, checkpoint, compose, config, data, energy, eval, files, generate
+from jebm import langevin
 from jebm import losses, metrics, models, ops, optim, parallel, replay, train, viz, xla_flags
 
 __version__ = "0.1.0"

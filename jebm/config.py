@@ -34,7 +34,9 @@ class Config:
   objective), ce_fraction (of each batch it is computed on). The default is replayed chains
   under their stored labels plus a tempered cross-entropy term, chosen by measurement: see
   ``experiments/configs/presets.py``.
-  Objective and optimiser: l2_coeff, kl_coeff, kl_steps, learning_rate, warmup_steps (linear
+  Objective and optimiser: objective ("cd": the EBM, contrastive divergence; "softmax": the same
+  network trained only as a classifier of softmax(-E(x, .) / ce_temperature), the supervised
+  baseline), l2_coeff, kl_coeff, kl_steps, learning_rate, warmup_steps (linear
   warm-up from 0), lr_schedule ("constant", or "cosine": decay to 0 at num_steps), b1, b2.
   Replay: buffer_capacity, reinit_prob, init_low, init_high (fresh chains ~ U[init_low, init_high)).
   Run: batch_size (global), num_steps, seed, checkpoint_every, keep_checkpoints, log_every,
@@ -61,6 +63,7 @@ class Config:
   ce_coeff: float = 0.1
   ce_temperature: float = 0.01
   ce_fraction: float = 0.25
+  objective: str = "cd"
   l2_coeff: float = 1.0
   kl_coeff: float = 0.0
   kl_steps: int = 1
@@ -178,6 +181,7 @@ def train_config(config: Config) -> train.TrainConfig:
   """The training-step settings of the run; image data gets a uint8 replay buffer."""
   images = len(config.example_shape) == 3
   return train.TrainConfig(
+    objective=config.objective,
     langevin=langevin_config(config),
     l2_coeff=config.l2_coeff,
     kl_coeff=config.kl_coeff,

@@ -18,7 +18,7 @@ for any step size: p(x) restricted to the box [x_min, x_max] (proposals outside 
 """
 
 import dataclasses
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -110,11 +110,12 @@ def clip_grad(grad: jax.Array, config: LangevinConfig) -> jax.Array:
   return grad * _expand(jnp.minimum(1.0, config.grad_clip / (norm + 1e-12)), grad)
 
 
-def clamp(x: jax.Array, config: LangevinConfig) -> jax.Array:
-  """Clamps x to [x_min, x_max] (an unbounded side is left alone)."""
-  if config.x_min is None and config.x_max is None:
-    return x
-  return jnp.clip(x, config.x_min, config.x_max)
+def clamp(x: jax.Array, config: LangevinConfig, box=None) -> jax.Array:
+  """Clamps x to [x_min, x_max] (an unbounded side is left alone), then into ``box``, an
+  optional pair (low, high) of arrays broadcastable to x."""
+  if config.x_min is not None or config.x_max is not None:
+    x = jnp.clip(x, config.x_min, config.x_max)
+  return x if box is None else jnp.clip(x, box[0], box[1])
 
 
 def _check_x(x: jax.Array) -> jax.Array:
@@ -140,11 +141,11 @@ def _masked(mask, new, old):
   return new if mask is None else jnp.where(mask, new, old)
 
 
-def _igebm_step(rng_key, state, energy_fn, config, mask):
+def _igebm_step(rng_key, state, energy_fn, config, mask, box):
   noise = config.noise_scale * jax.random.normal(rng_key, state.x.shape, state.x.dtype)
   x_noisy = _masked(mask, state.x + noise, state.x)
   energy, grad = energy_and_grad(energy_fn, x_noisy)
-  x_new = clamp(x_noisy - config.step_size * clip_grad(grad, config), config)
+  x_new = clamp(x_noisy - config.step_size * clip_grad(grad, config), config, box)
   x_new = _masked(mask, x_new, state.x)
   info = LangevinInfo(energy, _per_example_norm(grad), jnp.ones_like(energy))
   return LangevinState(x_new, energy, grad), info
@@ -158,7 +159,7 @@ def _log_proposal(x_to, x_from, grad_from, config, mask):
   return -jnp.sum(jnp.square(diff).reshape(diff.shape[0], -1), axis=1) / (2 * config.noise_scale**2)
 
 
-def _mala_step(rng_key, state, energy_fn, config, mask):
+def _mala_step(rng_key, state, energy_fn, config, mask, box):
   noise_key, accept_key = jax.random.split(rng_key)
   x, energy, grad = state
   noise = config.noise_scale * jax.random.normal(noise_key, x.shape, x.dtype)
@@ -170,7 +171,7 @@ def _mala_step(rng_key, state, energy_fn, config, mask):
     + _log_proposal(x, proposal, proposal_grad, config, mask)
     - _log_proposal(proposal, x, grad, config, mask)
   )
-  inside = _per_example_all(clamp(proposal, config) == proposal)
+  inside = _per_example_all(clamp(proposal, config, box) == proposal)
   log_ratio = jnp.where(inside & jnp.isfinite(log_ratio), log_ratio, -jnp.inf)
   acceptance = jnp.exp(jnp.minimum(0.0, log_ratio))
   accept = jax.random.uniform(accept_key, acceptance.shape) < acceptance
@@ -191,6 +192,7 @@ def step(
   energy_fn: EnergyFn,
   config: LangevinConfig,
   mask: Optional[jax.Array] = None,
+  box: Optional[Tuple[jax.Array, jax.Array]] = None,
 ):
   """One Langevin step for all chains.
 
@@ -200,12 +202,14 @@ def step(
     energy_fn: x [B, ...] -> energies [B] (fix any condition with ``jebm.compose.condition``).
     config: a LangevinConfig; ``metropolis`` selects MALA instead of the IGEBM step.
     mask: optional bool array broadcastable to x: only masked entries move (inpainting).
+    box: optional (low, high), arrays broadcastable to x: chains are clamped into it after
+      each step (MALA rejects proposals outside), e.g. a +-delta box around a start point.
 
   Returns:
     (new state, LangevinInfo with [B] energies, gradient norms and acceptance probabilities).
   """
   kernel = _mala_step if config.metropolis else _igebm_step
-  return kernel(rng_key, state, energy_fn, config, mask)
+  return kernel(rng_key, state, energy_fn, config, mask, box)
 
 
 class SampleInfo(NamedTuple):
@@ -243,6 +247,7 @@ def sample(
   *,
   y: Optional[jax.Array] = None,
   mask: Optional[jax.Array] = None,
+  box: Optional[Tuple[jax.Array, jax.Array]] = None,
   return_trace: bool = False,
 ):
   """Runs ``config.num_steps`` Langevin steps from x0 in one ``lax.scan`` (jit-able).
@@ -255,6 +260,8 @@ def sample(
     y: optional condition [B, ...] passed to energy_fn.
     mask: optional bool array broadcastable to x0; only masked entries are updated (inpainting:
       mask the missing pixels, the observed ones stay fixed).
+    box: optional (low, high) arrays broadcastable to x0: every step ends inside it (for
+      example x0 -+ delta: purification of an input that may not move far).
     return_trace: also return x after every step in ``info.trace`` [T, B, ...].
 
   Returns:
@@ -266,7 +273,7 @@ def sample(
   state = init(x0, fn)
 
   def body(state, t):
-    state, info = step(jax.random.fold_in(rng_key, t), state, fn, config, mask)
+    state, info = step(jax.random.fold_in(rng_key, t), state, fn, config, mask, box)
     return state, (info, state.x if return_trace else None)
 
   state, (info, trace) = jax.lax.scan(body, state, jnp.arange(config.num_steps))

@@ -19,6 +19,7 @@ from jebm.energy import class_energy_table, from_model
 from jebm.langevin import LangevinConfig
 
 NEGATIVE_LABELS = ("batch", "buffer", "uniform")
+OBJECTIVES = ("cd", "softmax")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +27,9 @@ class TrainConfig:
   """How one training step samples and scores negatives.
 
   Attributes:
+    objective: "cd": contrastive divergence with Langevin negatives (the EBM); "softmax": the same
+      network trained only as a classifier, cross-entropy of softmax(-E(x, .) / ce_temperature)
+      on the whole batch, no chains (the supervised baseline of the robustness evaluation).
     langevin: sampler settings for the negative chains.
     l2_coeff: weight of the L2 energy penalty.
     kl_coeff: weight of the KL-through-sampler term; 0 disables it (the paper's zero_kl mode).
@@ -59,6 +63,7 @@ class TrainConfig:
       evaluations and their parameter gradients per example).
   """
 
+  objective: str = "cd"
   langevin: LangevinConfig = LangevinConfig()
   l2_coeff: float = 1.0
   kl_coeff: float = 0.0
@@ -99,11 +104,18 @@ class TrainConfig:
         f"TrainConfig.negative_labels must be one of {NEGATIVE_LABELS}, "
         f"got {self.negative_labels!r}"
       )
+    if self.objective not in OBJECTIVES:
+      raise ValueError(f"TrainConfig.objective must be one of {OBJECTIVES}, got {self.objective!r}")
     class_ids = self.label_shape == () and self.label_dtype == "int32" and self.num_classes > 0
-    uses_ids = (self.conditional and self.negative_labels == "uniform") or self.ce_coeff > 0
+    uses_ids = (
+      (self.conditional and self.negative_labels == "uniform")
+      or self.ce_coeff > 0
+      or self.objective == "softmax"
+    )
     if uses_ids and not (self.conditional and class_ids):
       raise ValueError(
-        "TrainConfig: negative_labels='uniform' and ce_coeff > 0 need a conditional model on "
+        "TrainConfig: negative_labels='uniform', ce_coeff > 0 and objective='softmax' need a "
+        "conditional model on "
         f"int class ids with num_classes > 0 (num_classes={self.num_classes}, "
         f"label_shape={self.label_shape}, label_dtype={self.label_dtype!r})"
       )
@@ -241,14 +253,15 @@ def make_train_step(
 
   Returns:
     ``train_step(state, batch) -> (state, metrics)``; batch is ``{"image": [B, ...] uint8 or
-    float, "label": [B, *label_shape]}``; metrics is a dict of scalars.
+    float, "label": [B, *label_shape]}``; metrics is a dict of scalars. With
+    ``config.objective == "softmax"`` the step of ``make_softmax_step``.
   """
 
+  if config.objective == "softmax":
+    return make_softmax_step(model, optimizer, config, axis_name=axis_name)
+
   def train_step(state: TrainState, batch: Dict[str, jax.Array]):
-    rng = jax.random.fold_in(state.rng, state.step)
-    if axis_name is not None:
-      rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
-    data_key, replay_key, label_key, chain_key = jax.random.split(rng, 4)
+    data_key, replay_key, label_key, chain_key = jax.random.split(_step_key(state, axis_name), 4)
     x_pos = positive_examples(data_key, batch["image"])
     y_pos = batch["label"].astype(config.label_dtype) if config.conditional else None
     batch_size = x_pos.shape[0]
@@ -298,8 +311,7 @@ def make_train_step(
     (loss, (x_neg, e_pos, e_neg, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
       state.params
     )
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    params, opt_state = _apply_gradients(optimizer, state, grads)
     metrics = {
       "loss": loss,
       **aux,
@@ -324,3 +336,63 @@ def make_train_step(
 
   train_step.axis_name = axis_name
   return train_step
+
+
+def make_softmax_step(
+  model: nn.Module,
+  optimizer: optax.GradientTransformation,
+  config: TrainConfig,
+  *,
+  axis_name: Optional[str] = None,
+):
+  """The same network trained as a softmax classifier: cross-entropy of
+  p(y | x) = softmax_y(-E(x, y) / ce_temperature) on every example, no chains, no replay.
+
+  Arguments and returned ``train_step(state, batch) -> (state, metrics)`` as in
+  ``make_train_step``; metrics: loss, train_accuracy, energy_pos (mean E(x, y_true)),
+  energy_neg (mean E(x, y) over the other labels), param_grad_norm.
+  """
+
+  def train_step(state: TrainState, batch: Dict[str, jax.Array]):
+    x = positive_examples(_step_key(state, axis_name), batch["image"])
+    y = batch["label"].astype(jnp.int32)
+    state = state.replace(model_state=_update_model_state(model, state, x, y))
+
+    def loss_fn(params):
+      energy = from_model(model.apply, state.variables(params))
+      energies = class_energy_table(energy, x, config.num_classes)
+      loss, accuracy = losses.label_cross_entropy(energies / config.ce_temperature, y)
+      if axis_name is not None:
+        loss = jax.lax.pmean(loss, axis_name)  # see make_train_step
+      return loss, (energies, accuracy)
+
+    (loss, (energies, accuracy)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    params, opt_state = _apply_gradients(optimizer, state, grads)
+    true = jax.nn.one_hot(y, config.num_classes, dtype=bool)
+    metrics = {
+      "loss": loss,
+      "train_accuracy": accuracy,
+      "energy_pos": jnp.mean(energies, where=true),
+      "energy_neg": jnp.mean(energies, where=~true),
+      "param_grad_norm": optax.tree.norm(grads),
+    }
+    if axis_name is not None:
+      metrics = jax.lax.pmean(metrics, axis_name)
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  train_step.axis_name = axis_name
+  return train_step
+
+
+def _step_key(state: TrainState, axis_name: Optional[str]) -> jax.Array:
+  """This step's PRNG key: fold_in(rng, step), and the device index when data-parallel."""
+  rng = jax.random.fold_in(state.rng, state.step)
+  if axis_name is not None:
+    rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
+  return rng
+
+
+def _apply_gradients(optimizer, state: TrainState, grads):
+  """(new params, new optimiser state) after one optimiser update."""
+  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+  return optax.apply_updates(state.params, updates), opt_state

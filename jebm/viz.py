@@ -210,3 +210,33 @@ def save_confusion_matrix(path, matrix, *, title="", class_names=None) -> str:
   ax.set_ylabel("true")
   ax.set_title(title, fontsize=9)
   return _save_figure(path, fig)
+
+
+def save_curves(path, named_curves, *, title="", xlabel="", ylabel="", ylim=None) -> str:
+  """Line plots of a few curves in one panel, saved as a PNG.
+
+  Args:
+    path: destination PNG (written atomically, parent directories created).
+    named_curves: dict name -> (xs, ys), two sequences of equal length.
+    title, xlabel, ylabel: the figure's texts.
+    ylim: optional (low, high) of the y axis.
+
+  Returns:
+    ``path`` as a str.
+  """
+  if not named_curves:
+    raise ValueError("save_curves needs at least one named curve")
+  fig = _figure()
+  ax = fig.add_subplot()
+  for name, (xs, ys) in named_curves.items():
+    if len(xs) != len(ys):
+      raise ValueError(f"curve {name!r} has {len(xs)} x values but {len(ys)} y values")
+    ax.plot(xs, ys, marker="o", label=name)
+  ax.set_title(title, fontsize=9)
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  if ylim is not None:
+    ax.set_ylim(*ylim)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  return _save_figure(path, fig)

@@ -283,12 +283,72 @@ def test_evaluate_bad_input_is_a_clear_error(trained, env, tmp_path):
   assert "Traceback" not in result.stderr
 
 
+TINY_ATTACKS = [
+  "--tasks=robustness",
+  "--max_test=40",
+  "--num_attack_images=24",
+  "--num_adaptive_images=8",
+  "--attack_steps=3",
+  "--attack_restarts=2",
+  "--eot_samples=1",
+  "--purify_steps=2",
+  "--sanity_steps=1,3",
+  "--linf_epsilons=0,0.3",
+  "--l2_epsilons=0,3",
+  "--attack_batch_size=8",
+]
+
+
+def test_robustness_trains_its_softmax_baseline_and_writes_every_curve(trained, env, tmp_path):
+  workdir = _copy(trained, tmp_path)
+  result = launch("evaluate", f"--workdir={workdir}", *TINY_ATTACKS, env=env)
+  assert "No softmax baseline in" in result.stderr and "training one now" in result.stderr
+  baseline = json.loads((workdir / "softmax_baseline" / "config.json").read_text())
+  assert baseline["objective"] == "softmax" and baseline["features"] == [8, 16]
+  report = json.loads((workdir / "eval" / "report.json").read_text())["robustness"]
+  for norm, eps in (("linf", 0.3), ("l2", 3.0)):
+    assert set(report[norm]) == {
+      "softmax",
+      "ebm",
+      "ebm_purified_transfer",
+      "ebm_purified_bpda_eot",
+      "ebm_purified_backprop",
+    }
+    for entries in report[norm].values():
+      assert [e["epsilon"] for e in entries] == [0.0, eps]
+      assert all(0.0 <= e["accuracy"] <= 1.0 for e in entries)
+    assert (workdir / "eval" / f"robustness_{norm}.png").exists()
+  assert report["linf"]["ebm_purified_backprop"][0]["num_images"] == 8
+  assert report["settings"]["attack_restarts"] == 2
+  # A second run restores the baseline instead of training it again.
+  again = launch("evaluate", f"--workdir={workdir}", *TINY_ATTACKS, env=env)
+  assert "training one now" not in again.stderr
+
+
+@pytest.mark.parametrize(
+  "flag, message",
+  [
+    ("--linf_epsilons=0,-0.1", "--linf_epsilons: attack epsilons must be finite and >= 0"),
+    ("--attack_norms=l3", "--attack_norms: unknown"),
+    ("--attack_steps=0", "--attack_steps must be an int >= 1"),
+    ("--l2_epsilons=a", "--l2_epsilons: could not convert"),
+  ],
+)
+def test_robustness_bad_flags_are_clear_errors(trained, env, flag, message):
+  result = launch(
+    "evaluate", f"--workdir={trained}", "--tasks=robustness", flag, env=env, check=False
+  )
+  assert result.returncode != 0 and message in result.stderr
+  assert "Traceback" not in result.stderr
+
+
 def test_classify_on_an_unconditional_checkpoint_is_an_error(tmp_path, env):
   workdir = tmp_path / "u"
   launch("train", *TINY, "--num_classes=0", f"--workdir={workdir}", "--num_steps=2", env=env)
-  result = launch("evaluate", f"--workdir={workdir}", "--tasks=classify", env=env, check=False)
-  assert result.returncode != 0 and "needs a conditional model" in result.stderr
-  assert "Traceback" not in result.stderr
+  for task in ("classify", "robustness"):  # both classify by argmin_y E(x, y)
+    result = launch("evaluate", f"--workdir={workdir}", f"--tasks={task}", env=env, check=False)
+    assert result.returncode != 0 and "needs a conditional model" in result.stderr
+    assert "Traceback" not in result.stderr
   launch("evaluate", f"--workdir={workdir}", "--tasks=ood", "--max_test=20", env=env)
   report = json.loads((workdir / "eval" / "report.json").read_text())
   assert set(report["ood"]) == {"neg_energy", "neg_grad_norm", "baseline_judge_max_softmax"}

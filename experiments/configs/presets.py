@@ -63,9 +63,27 @@ _MNIST = dataclasses.replace(
   eval_langevin_steps=400,
 )
 
+
+def softmax_baseline(config: Config) -> Config:
+  """The supervised baseline of an EBM config: the same network on the same data, trained only as
+  a softmax classifier of -E(x, .) (cross-entropy at temperature 1, no chains) for a quarter of
+  the EBM's steps (about 4 epochs on MNIST; 99% of its test images right)."""
+  return dataclasses.replace(
+    config,
+    **_NO_CE,
+    objective="softmax",
+    l2_coeff=0.0,
+    kl_coeff=0.0,
+    num_steps=max(1, config.num_steps // 4),
+    warmup_steps=min(config.warmup_steps, config.num_steps // 8),
+  )
+
+
 PRESETS = {
   "default": _DEFAULT,
+  "digits_softmax": softmax_baseline(_DEFAULT),
   "mnist_cond": _MNIST,
+  "mnist_softmax": softmax_baseline(_MNIST),
   "mnist_uncond": dataclasses.replace(_MNIST, **_NO_CE, num_classes=0, eval_langevin_steps=600),
   "toy2d": dataclasses.replace(
     _DEFAULT,

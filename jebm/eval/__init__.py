@@ -4,6 +4,7 @@
     report = jebm.eval.sample_quality(samples, labels, test_images, judge)   # FID, KID, IS, ...
     report = jebm.eval.classification_report(energy_fn, test_images, test_labels, 10)
     report = jebm.eval.ood_benchmark(energy_fn, test_images, {"uniform": noise}, num_classes=10)
+    report = jebm.eval.robustness_report(key, energy_fn, test_images, test_labels, 10, sampler)
 
 Every task returns a JSON-serialisable dict; the metrics themselves live in `jebm.metrics`.
 ``TASKS`` maps the task names of ``experiments/evaluate.py`` to their ``evaluate(ctx)`` functions.
@@ -24,4 +25,5 @@ from jebm.eval.judge_training import train_judge
 from jebm.eval.ood import SYNTHETIC_SETS, auroc_row, check_ood_spec, load_ood_set, ood_benchmark
 from jebm.eval.ood import ood_scores_fn, synthetic_ood_set
 from jebm.eval.generation import sample_quality
-from jebm.eval.tasks import TASKS, check_tasks, default_tasks
+from jebm.eval.robustness import RobustnessConfig, robustness_report
+from jebm.eval.tasks import ON_REQUEST, TASKS, check_tasks, default_tasks

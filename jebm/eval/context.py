@@ -4,7 +4,7 @@ the task options. ``experiments/evaluate.py`` builds one from its flags; a noteb
 import dataclasses
 import functools
 import os
-from typing import Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -12,6 +12,9 @@ from jebm import generate
 from jebm.config import Config
 from jebm.energy import EnergyFn
 from jebm.train import TrainState
+
+if TYPE_CHECKING:
+  from jebm.eval.robustness import RobustnessConfig
 
 
 @dataclasses.dataclass
@@ -30,6 +33,8 @@ class EvalContext:
     feature_fn: optional "module:function" feature network for FID/KID.
     ood_sets: OOD sets, names or specs (see ``jebm.eval.ood.load_ood_set``); () = the synthetic
       sets.
+    robustness: settings of the robustness task (None = ``RobustnessConfig()``).
+    softmax_workdir: the robustness task's softmax baseline checkpoint (None = no such curve).
   """
 
   state: TrainState
@@ -44,6 +49,8 @@ class EvalContext:
   init: Tuple[str, ...] = ("replay", "noise")
   feature_fn: Optional[str] = None
   ood_sets: Tuple[str, ...] = ()
+  robustness: Optional["RobustnessConfig"] = None
+  softmax_workdir: Optional[str] = None
   _cache: Dict[str, object] = dataclasses.field(default_factory=dict, repr=False)
 
   @functools.cached_property

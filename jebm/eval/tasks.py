@@ -5,7 +5,7 @@ written to ``report.json[name]`` by ``experiments/evaluate.py``. A new evaluatio
 from typing import Callable, Dict, Tuple
 
 from jebm.config import Config
-from jebm.eval import classify, generation, histograms, ood
+from jebm.eval import classify, generation, histograms, ood, robustness
 from jebm.eval.context import EvalContext
 
 Task = Callable[[EvalContext], dict]
@@ -15,11 +15,16 @@ TASKS: Dict[str, Task] = {
   "classify": classify.evaluate,
   "histograms": histograms.evaluate,
   "ood": ood.evaluate,
+  "robustness": robustness.evaluate,
 }
+
+# Tasks run only when asked for by name (they take tens of minutes on MNIST on a CPU).
+ON_REQUEST = ("robustness",)
 
 # What a task needs of the model: (test on its Config, what to say when it fails).
 REQUIREMENTS = {
   "classify": (lambda c: c.conditional, "a conditional model (num_classes > 0)"),
+  "robustness": (lambda c: c.conditional, "a conditional model (num_classes > 0)"),
   "sample_quality": (
     lambda c: len(c.example_shape) == 3,
     "image data [H, W, C] (a judge classifier scores the samples)",
@@ -33,8 +38,8 @@ def applies(name: str, config: Config) -> bool:
 
 
 def default_tasks(config: Config) -> Tuple[str, ...]:
-  """Every task that applies to a model of ``config``."""
-  return tuple(t for t in TASKS if applies(t, config))
+  """Every task that applies to a model of ``config``, but those in ON_REQUEST."""
+  return tuple(t for t in TASKS if applies(t, config) and t not in ON_REQUEST)
 
 
 def check_tasks(names, config: Config) -> None:
