@@ -5,7 +5,7 @@ Sign convention everywhere: p(x) ∝ exp(-E(x)), low energy = likely. An energy 
 """
 
 from jebm import adversarial, checkpoint, compose, config, data, energy, eval, files, generate
-from jebm import langevin
-from jebm import losses, metrics, models, ops, optim, parallel, replay, train, viz, xla_flags
+from jebm import langevin, losses, metrics, models, ops, optim, parallel, replay, train, viz
+from jebm import xla_flags
 
 __version__ = "0.1.0"

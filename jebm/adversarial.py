@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import optax
 
 from jebm import langevin
-from jebm.energy import EnergyFn, class_energy_table
+from jebm.energy import EnergyFn, class_energy_table, tile_classes
 
 NORMS = ("linf", "l2")
 LOSSES = ("ce", "margin")
@@ -200,8 +200,7 @@ def purify(
   Returns:
     refined images [K, B, ...]: entry [y, b] is x[b] refined under label y.
   """
-  tiled = jnp.broadcast_to(x[None], (num_classes,) + x.shape).reshape((-1,) + x.shape[1:])
-  ids = jnp.repeat(jnp.arange(num_classes, dtype=jnp.int32), x.shape[0])
+  tiled, ids = tile_classes(x, num_classes)
   refined, _ = langevin.sample(
     rng_key, energy_fn, tiled, sampler, y=ids, box=(tiled - delta, tiled + delta)
   )
@@ -233,7 +232,7 @@ def purified_logits(
     refined = purify(key, energy_fn, x, num_classes, sampler, delta)
     if bpda:
       refined = x[None] + jax.lax.stop_gradient(refined - x[None])
-    ids = jnp.repeat(jnp.arange(num_classes, dtype=jnp.int32), x.shape[0])
+    _, ids = tile_classes(x, num_classes)
     energies = energy_fn(refined.reshape((-1,) + x.shape[1:]), ids)
     return -energies.reshape(num_classes, x.shape[0]).T / temperature
 

@@ -65,14 +65,20 @@ def energy_and_grad(energy_fn: EnergyFn, x: jax.Array, y: Optional[jax.Array] = 
   return energies, grad
 
 
-def class_energy_table(energy_fn: EnergyFn, x: jax.Array, num_classes: int) -> jax.Array:
-  """E(x, y) of every example under every class id: x [B, ...] -> [B, K].
-
-  One ``energy_fn`` call on K * B examples (x tiled, ids 0..K-1); jit-able and differentiable.
-  """
+def tile_classes(x: jax.Array, num_classes: int):
+  """Every example under every class id: x [B, ...] -> (x tiled [K * B, ...], ids int32 [K * B]),
+  class-major (entry k * B + b is x[b] under class k)."""
   b = x.shape[0]
   tiled = jnp.broadcast_to(x[None], (num_classes,) + x.shape).reshape(
     (num_classes * b,) + x.shape[1:]
   )
-  ids = jnp.repeat(jnp.arange(num_classes, dtype=jnp.int32), b)
-  return check_energies(energy_fn(tiled, ids), tiled).reshape(num_classes, b).T
+  return tiled, jnp.repeat(jnp.arange(num_classes, dtype=jnp.int32), b)
+
+
+def class_energy_table(energy_fn: EnergyFn, x: jax.Array, num_classes: int) -> jax.Array:
+  """E(x, y) of every example under every class id: x [B, ...] -> [B, K].
+
+  One ``energy_fn`` call on K * B examples (``tile_classes``); jit-able and differentiable.
+  """
+  tiled, ids = tile_classes(x, num_classes)
+  return check_energies(energy_fn(tiled, ids), tiled).reshape(num_classes, x.shape[0]).T

@@ -289,6 +289,7 @@ TINY_ATTACKS = [
   "--num_attack_images=24",
   "--num_adaptive_images=8",
   "--attack_steps=3",
+  "--adaptive_attack_steps=2",
   "--attack_restarts=2",
   "--eot_samples=1",
   "--purify_steps=2",
@@ -378,6 +379,12 @@ def test_every_preset_builds_its_train_config_and_the_paper_presets_use_batch_la
   for name in ("cifar10_uncond", "cifar10_cond", "imagenet32_cond", "imagenet128_cond"):
     assert presets.PRESETS[name].negative_labels == "batch", name
     assert presets.PRESETS[name].ce_coeff == 0, name
+  # The softmax baselines train the EBM's own network on its data, as long, by cross-entropy.
+  for ebm, baseline in (("default", "digits_softmax"), ("mnist_cond", "mnist_softmax")):
+    a, b = presets.PRESETS[ebm], presets.PRESETS[baseline]
+    same = ("dataset", "num_classes", "model", "features", "activation", "spectral_norm")
+    assert all(getattr(a, k) == getattr(b, k) for k in same + ("num_steps",)), baseline
+    assert (b.objective, b.ce_temperature, a.objective) == ("softmax", 1.0, "cd"), baseline
   # The conditional terms do not apply to an unconditional model: no error, no CE term.
   uncond = dataclasses.replace(presets.PRESETS["default"], num_classes=0, example_shape=(8, 8, 1))
   assert presets.PRESETS["default"].ce_coeff > 0 and config_lib.train_config(uncond).ce_coeff == 0

@@ -118,6 +118,21 @@ def test_mask_keeps_unmasked_entries_fixed():
   assert float(jnp.mean(x[:, :2])) > 0.8
 
 
+@pytest.mark.parametrize("metropolis", [False, True])
+def test_box_keeps_every_chain_within_delta_of_its_start(metropolis):
+  config = langevin.LangevinConfig(
+    num_steps=100, step_size=0.0005, noise_scale=0.03, grad_clip=None, metropolis=metropolis
+  )
+  x0 = jax.random.uniform(jax.random.key(1), (4, 3, 3, 1), maxval=0.7)
+  energy = lambda x, y=None: 50 * jnp.sum((x - 0.9) ** 2, axis=(1, 2, 3))  # pulls x to 0.9
+  x, info = langevin.sample(jax.random.key(2), energy, x0, config, box=(x0 - 0.1, x0 + 0.1))
+  assert float(jnp.abs(x - x0).max()) <= 0.1 + 1e-6
+  assert float(jnp.mean(x - x0)) > 0.02  # the chains moved, up to the box
+  assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0  # the data range still holds
+  if metropolis:
+    assert 0 < float(info.acceptance.mean()) < 1  # proposals outside the box were rejected
+
+
 def test_return_trace_and_condition():
   config = langevin.LangevinConfig(
     num_steps=5, step_size=0.1, noise_scale=0.0, grad_clip=None, x_min=None, x_max=None

@@ -174,6 +174,7 @@ def test_the_report_of_a_separable_toy_classifier_passes_its_sanity_checks():
     num_attack_images=30,
     num_adaptive_images=12,
     attack_steps=5,
+    adaptive_attack_steps=3,
     attack_restarts=2,
     eot_samples=2,
     purify_steps=3,

@@ -50,7 +50,9 @@ class RobustnessConfig:
     num_attack_images: test images of the softmax, ebm and transfer curves.
     num_adaptive_images: test images of the adaptive curves (BPDA + EOT, backprop) and of the
       steps sanity check (the first ones of the same images).
-    attack_steps: PGD steps (step size 2.5 * epsilon / steps).
+    attack_steps: PGD steps of the softmax and ebm curves (step size 2.5 * epsilon / steps).
+    adaptive_attack_steps: PGD steps of the adaptive curves (each costs a purification, or a
+      differentiation through one: about 10x and 60x an undefended step on MNIST).
     attack_restarts: random starts; accuracy is the worst case over them.
     attack_loss: "ce" (cross-entropy) or "margin" (max wrong logit - true logit).
     purify_steps: Langevin steps of the defence, per label (the model's own sampler settings).
@@ -67,6 +69,7 @@ class RobustnessConfig:
   num_attack_images: int = 500
   num_adaptive_images: int = 100
   attack_steps: int = 20
+  adaptive_attack_steps: int = 10
   attack_restarts: int = 3
   attack_loss: str = "ce"
   purify_steps: int = 10
@@ -91,6 +94,7 @@ class RobustnessConfig:
       "num_attack_images",
       "num_adaptive_images",
       "attack_steps",
+      "adaptive_attack_steps",
       "attack_restarts",
       "purify_chains",
       "eot_samples",
@@ -154,18 +158,16 @@ def _pad(a: np.ndarray, size: int) -> np.ndarray:
   return np.pad(a, ((0, size - len(a)),) + ((0, 0),) * (a.ndim - 1))
 
 
-def make_attack(logits_fn: LogitsFn, config: adversarial.PGDConfig, restarts: int, loss: str):
-  """A compiled ``attack(rng_key, x [B, ...], labels [B], epsilon) -> x_adv [restarts, B, ...]``:
-  ``restarts`` independent PGD runs on ``attack_loss(logits_fn(key, x), labels)``."""
+def make_attack(logits_fn: LogitsFn, config: adversarial.PGDConfig, loss: str):
+  """A compiled ``attack(rng_key, x [B, ...], labels [B], epsilon) -> x_adv [B, ...]``: one PGD
+  run on ``attack_loss(logits_fn(key, x), labels)``."""
 
   def loss_fn(key, x, labels):
     return adversarial.attack_loss(logits_fn(key, x), labels, loss)
 
-  def attack(rng_key, x, labels, epsilon):
-    keys = jax.random.split(rng_key, restarts)
-    return jax.lax.map(lambda k: adversarial.pgd(k, loss_fn, x, labels, epsilon, config), keys)
-
-  return jax.jit(attack)
+  return jax.jit(
+    lambda key, x, labels, epsilon: adversarial.pgd(key, loss_fn, x, labels, epsilon, config)
+  )
 
 
 def make_predict(logits_fn: LogitsFn):
@@ -173,42 +175,79 @@ def make_predict(logits_fn: LogitsFn):
   return jax.jit(lambda key, x: jnp.argmax(logits_fn(key, x), axis=1))
 
 
-def attack_images(rng_key, attack, images, labels, epsilon: float, *, restarts, batch_size):
-  """Adversarial images [restarts, N, ...] (numpy) of ``attack`` (``make_attack``) on images
-  [N, ...] with labels [N], in host chunks of ``batch_size``; epsilon 0 gives the images."""
-  images = np.asarray(images, np.float32)
-  if epsilon == 0:
-    return np.broadcast_to(images, (restarts,) + images.shape)
+def _in_chunks(fn, arrays, batch_size):
+  """fn(chunk index, *chunks padded to batch_size) over host chunks of the arrays [N, ...];
+  outputs [N, ...] as numpy."""
+  n = len(arrays[0])
   out = []
-  for i, start, end in _chunks(len(images), batch_size):
-    x, y = _pad(images[start:end], batch_size), _pad(np.asarray(labels[start:end]), batch_size)
-    adv = attack(jax.random.fold_in(rng_key, i), x, y, jnp.float32(epsilon))
-    out.append(np.asarray(adv)[:, : end - start])
-  return np.concatenate(out, axis=1)
+  for i, start, end in _chunks(n, batch_size):
+    chunk = [_pad(np.asarray(a[start:end]), batch_size) for a in arrays]
+    out.append(np.asarray(fn(i, *chunk))[: end - start])
+  return np.concatenate(out)
 
 
-def correct_under_attack(rng_key, predict, adversarials, labels, *, batch_size) -> np.ndarray:
-  """Whether ``predict`` (``make_predict``) gets each adversarial [R, N, ...] right: bool [R, N].
-  Each restart and chunk gets its own key (a random defence draws anew)."""
+def attack_images(rng_key, attack, images, labels, epsilon: float, *, batch_size) -> np.ndarray:
+  """One restart of ``attack`` (``make_attack``) on images [N, ...] with labels [N], in host
+  chunks of ``batch_size`` (one compilation for any N); epsilon 0 returns the images."""
+  images = np.asarray(images, np.float32)
+  if epsilon == 0 or len(images) == 0:
+    return images
+  eps = jnp.float32(epsilon)
+  return _in_chunks(
+    lambda i, x, y: attack(jax.random.fold_in(rng_key, i), x, y, eps), (images, labels), batch_size
+  )
+
+
+def predict_images(rng_key, predict, images, *, batch_size) -> np.ndarray:
+  """Labels [N] that ``predict`` (``make_predict``) gives images [N, ...]; every chunk draws its
+  own key (a random defence draws anew)."""
+  if len(images) == 0:
+    return np.zeros((0,), np.int32)
+  return _in_chunks(lambda i, x: predict(jax.random.fold_in(rng_key, i), x), (images,), batch_size)
+
+
+def worst_case_correct(
+  rng_key,
+  predict,
+  images,
+  labels,
+  epsilon: float,
+  *,
+  attack=None,
+  adversarials=None,
+  restarts: int,
+  batch_size: int,
+  keep_all: bool = False,
+):
+  """Whether each image survives every restart: restart r attacks only the images that
+  ``predict`` still gets right (the worst case needs no more), with ``attack`` or, given
+  ``adversarials`` [R][N, ...], with the r-th of those.
+
+  Returns:
+    (correct bool [N], accuracy after each restart [R], and with ``keep_all`` the adversarials of
+    every image and restart [R][N, ...] (every image is then attacked every time), else None).
+  """
   labels = np.asarray(labels)
-  restarts, n = adversarials.shape[:2]
-  correct = np.zeros((restarts, n), bool)
+  correct = np.ones(len(labels), bool)
+  after, made = [], []
   for r in range(restarts):
-    for i, start, end in _chunks(n, batch_size):
-      key = jax.random.fold_in(jax.random.fold_in(rng_key, r), i)
-      predicted = np.asarray(predict(key, _pad(adversarials[r, start:end], batch_size)))
-      correct[r, start:end] = predicted[: end - start] == labels[start:end]
-  return correct
+    key = jax.random.fold_in(rng_key, r)
+    todo = np.arange(len(labels)) if keep_all else np.flatnonzero(correct)
+    if adversarials is not None:
+      adv = np.asarray(adversarials[r])[todo]
+    else:
+      adv = attack_images(key, attack, images[todo], labels[todo], epsilon, batch_size=batch_size)
+    made.append(adv)
+    predicted = predict_images(jax.random.fold_in(key, 1), predict, adv, batch_size=batch_size)
+    correct[todo] &= predicted == labels[todo]
+    after.append(float(correct.mean()))
+  return correct, after, (made if keep_all else None)
 
 
-def worst_case_accuracy(correct: np.ndarray) -> float:
-  """The fraction of images right under every restart, of correct [R, N]."""
-  return float(np.all(correct, axis=0).mean())
-
-
-def restore_softmax_baseline(workdir: str, config: config_lib.Config) -> EnergyFn:
-  """The energy (logits = -E) of the softmax baseline in ``workdir``; ValueError unless it is a
-  softmax-objective model of the same dataset and classes as ``config``'s."""
+def restore_softmax_baseline(workdir: str, config: config_lib.Config):
+  """(energy, temperature) of the softmax baseline in ``workdir`` (its logits are
+  -E / temperature); ValueError unless it is a softmax-objective model of the same dataset and
+  classes as ``config``'s."""
   state, baseline = checkpoint.restore(workdir)
   if baseline.objective != "softmax":
     raise ValueError(
@@ -223,7 +262,7 @@ def restore_softmax_baseline(workdir: str, config: config_lib.Config) -> EnergyF
   }
   if mismatch:
     raise ValueError(f"--softmax_workdir={workdir} is of other data than the EBM: {mismatch}")
-  return generate.energy_fn(state, baseline)
+  return generate.energy_fn(state, baseline), baseline.ce_temperature
 
 
 class _Curves:
@@ -234,37 +273,34 @@ class _Curves:
     self.curves: Dict[str, list] = {}
     self.seconds: Dict[str, float] = {}
 
-  def run(self, name, epsilons, attack, predict, *, num_images, adversarials=None):
-    """Appends one entry per epsilon to curve ``name``; returns the adversarials per epsilon."""
+  def run(self, name, epsilons, predict, *, num_images, attack=None, adversarials=None):
+    """Appends one entry per epsilon to curve ``name``. The ``ebm`` curve keeps every restart's
+    adversarials and returns them ({epsilon: [R][N, ...]}) for the transfer curve."""
     t0, key = time.time(), jax.random.fold_in(self.key, CURVES.index(name))
     x, y = self.images[:num_images], self.labels[:num_images]
-    made = {}
-    entries = []
+    made, entries = {}, []
+    adaptive = self.options.num_adaptive_images
     for j, eps in enumerate(epsilons):
-      eps_key = jax.random.fold_in(key, j)
-      if adversarials is None:
-        made[eps] = attack_images(
-          eps_key,
-          attack,
-          x,
-          y,
-          eps,
-          restarts=self.options.attack_restarts,
-          batch_size=self.options.attack_batch_size,
-        )
-      adv = made[eps] if adversarials is None else adversarials[eps][:, :num_images]
-      correct = correct_under_attack(
-        jax.random.fold_in(eps_key, 1), predict, adv, y, batch_size=self.options.attack_batch_size
+      correct, after, made[eps] = worst_case_correct(
+        jax.random.fold_in(key, j),
+        predict,
+        x,
+        y,
+        eps,
+        attack=attack,
+        adversarials=None if adversarials is None else adversarials[eps],
+        restarts=self.options.attack_restarts,
+        batch_size=self.options.attack_batch_size,
+        keep_all=name == "ebm",
       )
       entry = {
         "epsilon": eps,
-        "accuracy": worst_case_accuracy(correct),
-        "restart_accuracies": [float(c) for c in correct.mean(axis=1)],
+        "accuracy": float(correct.mean()),
+        "accuracy_after_each_restart": after,
         "num_images": int(len(y)),
       }
-      adaptive = self.options.num_adaptive_images
       if len(y) > adaptive:  # the same images as the adaptive curves, for a like-for-like read
-        entry["accuracy_on_adaptive_images"] = worst_case_accuracy(correct[:, :adaptive])
+        entry["accuracy_on_adaptive_images"] = float(correct[:adaptive].mean())
       entries.append(entry)
     self.curves[name] = entries
     self.seconds[name] = round(time.time() - t0, 1)
@@ -282,6 +318,7 @@ def robustness_report(
   *,
   temperature: float = 1.0,
   softmax_energy_fn: Optional[EnergyFn] = None,
+  softmax_temperature: float = 1.0,
   x_range: Tuple[float, float] = (0.0, 1.0),
 ) -> dict:
   """Accuracy-vs-epsilon curves of the energy classifier, undefended and purified, under PGD.
@@ -297,11 +334,13 @@ def robustness_report(
     options: RobustnessConfig.
     temperature: the EBM's logits are -E / temperature (the CE term's temperature for a model
       trained with one; it changes the CE loss's gradient, not the predictions).
-    softmax_energy_fn: the softmax baseline's energy (logits -E), or None to skip its curve.
+    softmax_energy_fn: the softmax baseline's energy, or None to skip its curve.
+    softmax_temperature: its logits are -E / softmax_temperature.
     x_range: (low, high) of the data; every attacked input is clamped to it.
 
   Returns:
-    ``{norm: {curve: [{"epsilon", "accuracy", "restart_accuracies", "num_images"}]}, "sanity":
+    ``{norm: {curve: [{"epsilon", "accuracy", "accuracy_after_each_restart", "num_images"}]},
+    "sanity":
     {...}, "seconds": {norm: {curve: s}}, "settings": {...}}``; entries of curves on more images
     than the adaptive ones also hold "accuracy_on_adaptive_images" (the same first images).
   """
@@ -311,9 +350,7 @@ def robustness_report(
   pgd = lambda norm, steps=options.attack_steps, eot=1: adversarial.PGDConfig(
     norm=norm, num_steps=steps, eot_samples=eot, x_min=x_range[0], x_max=x_range[1]
   )
-  attack = lambda logits, config: make_attack(
-    logits, config, options.attack_restarts, options.attack_loss
-  )
+  attack = lambda logits, config: make_attack(logits, config, options.attack_loss)
   ebm = classifier_logits(energy_fn, num_classes, temperature)
   defence = lambda bpda: defended_logits(
     energy_fn, num_classes, sampler, options, temperature=temperature, bpda=bpda
@@ -321,27 +358,33 @@ def robustness_report(
   predict_defended = make_predict(defence(False))
   models = {"ebm": ebm}
   if softmax_energy_fn is not None:
-    models["softmax"] = classifier_logits(softmax_energy_fn, num_classes)
+    models["softmax"] = classifier_logits(softmax_energy_fn, num_classes, softmax_temperature)
   report = {"seconds": {}}
   for n, norm in enumerate(options.attack_norms):
     eps = options.epsilons(norm)
     curves = _Curves(jax.random.fold_in(rng_key, n), images, labels, options)
     for name, logits in sorted(models.items(), reverse=True):  # softmax first, as in CURVES
       made = curves.run(
-        name, eps, attack(logits, pgd(norm)), make_predict(logits), num_images=len(images)
+        name,
+        eps,
+        make_predict(logits),
+        num_images=len(images),
+        attack=attack(logits, pgd(norm)),
       )
       if name == "ebm":
         curves.run(
           "ebm_purified_transfer",
           eps,
-          None,
           predict_defended,
           num_images=len(images),
           adversarials=made,
         )
     for name, bpda in (("ebm_purified_bpda_eot", True), ("ebm_purified_backprop", False)):
-      adaptive = attack(defence(bpda), pgd(norm, eot=options.eot_samples))
-      curves.run(name, eps, adaptive, predict_defended, num_images=options.num_adaptive_images)
+      config = pgd(norm, options.adaptive_attack_steps, options.eot_samples)
+      adaptive = attack(defence(bpda), config)
+      curves.run(
+        name, eps, predict_defended, num_images=options.num_adaptive_images, attack=adaptive
+      )
     report[norm] = curves.curves
     report["seconds"][norm] = curves.seconds
   report["sanity"] = _sanity(rng_key, report, models, images, labels, options, pgd)
@@ -351,7 +394,8 @@ def robustness_report(
     "temperature": temperature,
     "purification_sampler": dataclasses.asdict(sampler),
     "pgd_step_size": "2.5 * epsilon / attack_steps",
-    "accuracy": "worst case over restarts: an image counts only if every restart fails",
+    "accuracy": "worst case over restarts: an image counts only if every restart fails (a "
+    "restart attacks only the images no earlier restart has fooled)",
   }
   return report
 
@@ -369,27 +413,23 @@ def _sanity(rng_key, report, models, images, labels, options, pgd) -> dict:
   for norm in options.attack_norms:
     for name, logits in models.items():
       predict = make_predict(logits)
+      attacks = {s: make_attack(logits, pgd(norm, s), options.attack_loss) for s in (short, long)}
       for j, eps in enumerate(options.epsilons(norm)):
         if eps == 0:
           continue
         row = {"norm": norm, "curve": name, "epsilon": eps}
-        for steps in (short, long):
-          attack = make_attack(logits, pgd(norm, steps), 1, options.attack_loss)
-          key = jax.random.fold_in(jax.random.fold_in(rng_key, 1000 + j), steps)
-          adv = attack_images(
-            key,
-            attack,
+        for steps, attack in attacks.items():
+          correct, _, _ = worst_case_correct(
+            jax.random.fold_in(jax.random.fold_in(rng_key, 1000 + j), steps),
+            predict,
             images[:n],
             labels[:n],
             eps,
+            attack=attack,
             restarts=1,
             batch_size=options.attack_batch_size,
           )
-          row[f"accuracy_{steps}_steps"] = worst_case_accuracy(
-            correct_under_attack(
-              key, predict, adv, labels[:n], batch_size=options.attack_batch_size
-            )
-          )
+          row[f"accuracy_{steps}_steps"] = float(correct.mean())
         rows.append(row)
   return {
     "undefended_at_largest_epsilon": {
@@ -436,9 +476,9 @@ def evaluate(ctx) -> dict:
   options = ctx.robustness or RobustnessConfig()
   config = ctx.config
   test = ctx.test_split()
-  softmax = None
+  softmax, softmax_temperature = None, 1.0
   if ctx.softmax_workdir is not None:
-    softmax = restore_softmax_baseline(ctx.softmax_workdir, config)
+    softmax, softmax_temperature = restore_softmax_baseline(ctx.softmax_workdir, config)
   temperature = config.ce_temperature if config.ce_coeff > 0 else 1.0
   report = robustness_report(
     jax.random.key(ctx.seed),
@@ -450,6 +490,7 @@ def evaluate(ctx) -> dict:
     options,
     temperature=temperature,
     softmax_energy_fn=softmax,
+    softmax_temperature=softmax_temperature,
     x_range=(config.x_min, config.x_max),
   )
   report["softmax_workdir"] = ctx.softmax_workdir or "none given: no softmax curve"
