@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import optax
 
 from jebm import langevin
+from jebm.langevin import _expand, _per_example_norm  # the sampler's per-example helpers
 from jebm.energy import EnergyFn, class_energy_table, tile_classes
 
 NORMS = ("linf", "l2")
@@ -76,14 +77,6 @@ def check_epsilons(epsilons) -> Tuple[float, ...]:
   if bad:
     raise ValueError(f"attack epsilons must be finite and >= 0, got {bad}")
   return values
-
-
-def _per_example_norm(v):
-  return jnp.sqrt(jnp.sum(jnp.square(v.reshape(v.shape[0], -1)), axis=1))
-
-
-def _expand(per_example, like):
-  return per_example.reshape(per_example.shape + (1,) * (like.ndim - 1))
 
 
 def project(x: jax.Array, x_clean: jax.Array, epsilon, config: PGDConfig) -> jax.Array:
