@@ -223,6 +223,26 @@ def test_map_batches_pads_and_jits():
   np.testing.assert_array_equal(plus_one, x + 1)
 
 
+def test_map_host_chunks_takes_tuples_and_pads_to_few_sizes():
+  sizes = []
+
+  def fn(x, y):
+    sizes.append(len(x))
+    return x[:, 0] * 10 + y
+
+  x, y = np.arange(23.0).reshape(23, 1), np.ones(23)
+  np.testing.assert_array_equal(
+    jeval.map_host_chunks(fn, (x, y), batch_size=8), np.arange(23.0) * 10 + 1
+  )
+  assert sizes == [8, 8, 8]  # the last 7 pad to 8, not to more
+  sizes.clear()
+  jeval.map_host_chunks(fn, (x[:2], y[:2]), batch_size=8)
+  jeval.map_host_chunks(fn, (x[:3], y[:3]), batch_size=8)
+  assert sizes == [2, 4]  # batch_size // 4, then // 2
+  with pytest.raises(ValueError, match="one N"):
+    jeval.map_host_chunks(fn, (x, y[:5]), batch_size=8)
+
+
 # --- The judge on sklearn's 8x8 digits ----------------------------------------------------------
 
 

@@ -37,29 +37,44 @@ def map_batches(fn: Callable, x: jax.Array, *, batch_size: int):
   return jax.tree.map(lambda o: o.reshape((-1,) + o.shape[2:])[:n], out)
 
 
-def map_host_chunks(fn: Callable, x, *, batch_size: int):
-  """Applies a jitted ``fn`` to host chunks of exactly ``batch_size`` examples of x [N, ...].
+def padded_size(n: int, batch_size: int) -> int:
+  """The chunk size that holds n <= batch_size examples: the smallest of batch_size // 4,
+  batch_size // 2 and batch_size that is >= n (at most three compilations, at most 4x waste)."""
+  for size in (batch_size // 4, batch_size // 2):
+    if n <= size:
+      return size
+  return batch_size
 
-  The last chunk is zero-padded (so one compilation serves every N) and its padding's outputs
-  dropped; only one chunk is on the device at a time, so N can exceed device memory.
+
+def map_host_chunks(fn: Callable, x, *, batch_size: int):
+  """Applies a jitted ``fn`` to host chunks of at most ``batch_size`` examples of x [N, ...].
+
+  A short chunk is zero-padded to ``padded_size`` (so at most three compilations serve every N)
+  and its padding's outputs dropped; only one chunk is on the device at a time, so N can exceed
+  device memory.
 
   Args:
-    fn: ``fn(chunk [batch_size, ...]) -> pytree of arrays [batch_size, ...]``, jitted.
-    x: numpy-convertible inputs [N, ...], N >= 1.
+    fn: ``fn(chunk [b, ...]) -> pytree of arrays [b, ...]``, jitted; with x a tuple of arrays,
+      ``fn(*chunks)``.
+    x: numpy-convertible inputs [N, ...], N >= 1, or a tuple of such arrays of the same N.
     batch_size: examples per chunk (>= 1).
 
   Returns:
     The pytree of ``fn``'s outputs for all of x, as numpy arrays [N, ...].
   """
-  x = np.asarray(x)
-  if x.ndim < 1 or len(x) == 0 or batch_size < 1:
+  arrays = tuple(np.asarray(a) for a in x) if isinstance(x, tuple) else (np.asarray(x),)
+  n = len(arrays[0]) if arrays[0].ndim else 0
+  if n == 0 or batch_size < 1 or any(a.ndim < 1 or len(a) != n for a in arrays):
     raise ValueError(
-      f"Need a batch [N, ...] with N >= 1 and batch_size >= 1, got shape {x.shape} and "
-      f"batch_size={batch_size}"
+      f"Need batches [N, ...] of one N >= 1 and batch_size >= 1, got shapes "
+      f"{[a.shape for a in arrays]} and batch_size={batch_size}"
     )
   outputs = []
-  for start in range(0, len(x), batch_size):
-    chunk = x[start : start + batch_size]
-    padded = np.pad(chunk, ((0, batch_size - len(chunk)),) + ((0, 0),) * (chunk.ndim - 1))
-    outputs.append(jax.tree.map(lambda o, n=len(chunk): np.asarray(o)[:n], fn(padded)))
+  for start in range(0, n, batch_size):
+    size = min(batch_size, n - start)
+    pad = padded_size(size, batch_size) - size
+    chunks = [
+      np.pad(a[start : start + size], ((0, pad),) + ((0, 0),) * (a.ndim - 1)) for a in arrays
+    ]
+    outputs.append(jax.tree.map(lambda o: np.asarray(o)[:size], fn(*chunks)))
   return jax.tree.map(lambda *parts: np.concatenate(parts), *outputs)
