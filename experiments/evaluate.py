@@ -35,9 +35,11 @@ flags.DEFINE_list(
   "tasks", None, f"Tasks to run, from {sorted(TASKS)} (default: all that apply to the model)."
 )
 flags.DEFINE_integer(
-  "num_samples", None, "Generated samples (default: the config's eval_num_samples)."
+  "num_samples", None, "Generated samples (default: the config's eval_num_samples).", lower_bound=1
 )
-flags.DEFINE_integer("steps", None, "Langevin steps from noise (default: eval_langevin_steps).")
+flags.DEFINE_integer(
+  "steps", None, "Langevin steps from noise (default: eval_langevin_steps).", lower_bound=1
+)
 flags.DEFINE_list(
   "init",
   ["replay", "noise"],
@@ -45,7 +47,10 @@ flags.DEFINE_list(
   "(under their own labels), 'noise' starts per-class chains from uniform noise.",
 )
 flags.DEFINE_integer(
-  "max_test", None, "Test examples used by classify/histograms/ood (default: the whole split)."
+  "max_test",
+  None,
+  "Test examples used by classify/histograms/ood (default: the whole split).",
+  lower_bound=1,
 )
 flags.DEFINE_list(
   "ood_sets",
@@ -56,7 +61,9 @@ flags.DEFINE_list(
 flags.DEFINE_string(
   "feature_fn", None, "module:function giving features of float images, for FID/KID."
 )
-flags.DEFINE_integer("checkpoint_step", None, "Checkpoint to evaluate (default: the newest).")
+flags.DEFINE_integer(
+  "checkpoint_step", None, "Checkpoint to evaluate (default: the newest).", lower_bound=0
+)
 flags.DEFINE_string(
   "softmax_workdir",
   None,
@@ -90,22 +97,24 @@ for _field in dataclasses.fields(RobustnessConfig):
     flags.DEFINE_float(_field.name, _default, _help)
   else:
     flags.DEFINE_string(_field.name, _default, _help)
-flags.DEFINE_integer("seed", 0, "Evaluation seed.")
+flags.DEFINE_integer("seed", 0, "Evaluation seed.", lower_bound=0, upper_bound=2**63 - 1)
 FLAGS = flags.FLAGS
 
 
-def _check_flags(config):
-  """Flag errors that need only the checkpoint's config, found before any work is done; returns
-  the robustness settings."""
-  try:
-    check_tasks(FLAGS.tasks or (), config)
-  except ValueError as e:
-    raise app.UsageError(f"--tasks: {e}") from e
+def check_flags() -> RobustnessConfig:
+  """Flag errors found before the checkpoint is read (UsageError names the flag; the integer
+  flags' bounds are checked when they are parsed); returns the robustness settings."""
+  launcher_flags.check_path_flags()
+  list_flags = ("tasks", "init", "ood_sets") + tuple(
+    f.name for f in dataclasses.fields(RobustnessConfig) if isinstance(f.default, tuple)
+  )
+  launcher_flags.check_nonempty_lists(list_flags)
+  unknown = sorted(set(FLAGS.tasks or ()) - set(TASKS))
+  if unknown:
+    raise app.UsageError(f"--tasks: unknown tasks {unknown}; known: {sorted(TASKS)}")
   bad_init = sorted(set(FLAGS.init) - {"replay", "noise"})
   if bad_init or not FLAGS.init:
     raise app.UsageError(f"--init takes 'replay' and/or 'noise', got {FLAGS.init}")
-  if FLAGS.max_test is not None and FLAGS.max_test < 1:
-    raise app.UsageError(f"--max_test must be >= 1 (or unset for all), got {FLAGS.max_test}")
   if not FLAGS.ood_sets:
     raise app.UsageError("--ood_sets is empty")
   for spec in FLAGS.ood_sets:
@@ -113,7 +122,25 @@ def _check_flags(config):
       check_ood_spec(spec)
     except ValueError as e:
       raise app.UsageError(f"--ood_sets: {e}") from e
+  if FLAGS.feature_fn is not None:
+    module, sep, function = FLAGS.feature_fn.partition(":")
+    if not (module and sep and function) or ":" in function:
+      raise app.UsageError(
+        f"--feature_fn must look like 'package.module:function' or 'path/file.py:function', "
+        f"got {FLAGS.feature_fn!r}"
+      )
+  if FLAGS.softmax_workdir is not None and not FLAGS.softmax_workdir.strip():
+    raise app.UsageError("--softmax_workdir must be a path, got an empty value")
+  launcher_flags.check_number("purify_delta", 0.0)  # finite too
   return robustness_options()
+
+
+def check_flags_against(config) -> None:
+  """Flag errors that need the checkpoint's config: tasks that do not apply to the model."""
+  try:
+    check_tasks(FLAGS.tasks or (), config)
+  except ValueError as e:
+    raise app.UsageError(f"--tasks: {e}") from e
 
 
 def robustness_options() -> RobustnessConfig:
@@ -165,7 +192,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   launcher_flags.quiet_library_logs()
-  robustness = _check_flags(checkpoint.load_config(FLAGS.workdir, FLAGS.checkpoint_step))
+  robustness = check_flags()
+  check_flags_against(launcher_flags.checkpoint_config(FLAGS.workdir, FLAGS.checkpoint_step))
   state, config = checkpoint.restore(FLAGS.workdir, FLAGS.checkpoint_step)
   tasks = FLAGS.tasks or default_tasks(config)
   softmax_workdir = None

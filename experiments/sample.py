@@ -5,7 +5,6 @@ Conditional models get N samples per class. Writes F.npz (``images`` uint8 NHWC,
 -1 for unconditional) and a PNG grid beside it (F.png).
 """
 
-import dataclasses
 import os
 
 import jax
@@ -15,9 +14,11 @@ from absl import app, flags, logging
 from experiments import flags as launcher_flags
 from jebm import checkpoint, files, generate, replay, viz
 
-flags.DEFINE_integer("num_samples", 8, "Samples (per class for conditional models).")
+flags.DEFINE_integer("num_samples", 8, "Samples (per class for conditional models).", lower_bound=1)
 flags.DEFINE_string("out", None, "Output .npz (default: <workdir>/samples/samples.npz).")
-flags.DEFINE_integer("steps", None, "Langevin steps (default: the config's eval_langevin_steps).")
+flags.DEFINE_integer(
+  "steps", None, "Langevin steps (default: the config's eval_langevin_steps).", lower_bound=1
+)
 flags.DEFINE_enum(
   "init",
   "noise",
@@ -26,17 +27,32 @@ flags.DEFINE_enum(
 )
 flags.DEFINE_float("step_size", None, "Override the saved Langevin step size.")
 flags.DEFINE_float("noise_scale", None, "Override the saved Langevin noise scale.")
-flags.DEFINE_integer("checkpoint_step", None, "Checkpoint to restore (default: the newest).")
-flags.DEFINE_integer("seed", 0, "Sampling seed.")
+flags.DEFINE_integer(
+  "checkpoint_step", None, "Checkpoint to restore (default: the newest).", lower_bound=0
+)
+flags.DEFINE_integer("seed", 0, "Sampling seed.", lower_bound=0, upper_bound=2**63 - 1)
 FLAGS = flags.FLAGS
 
 
+def check_flags() -> None:
+  """Flag errors found before the checkpoint is read (UsageError names the flag); the integer
+  flags' bounds are checked when they are parsed."""
+  launcher_flags.check_path_flags()
+  if FLAGS.out is not None and not FLAGS.out.endswith(".npz"):
+    raise app.UsageError(f"--out must be a path ending in .npz, got {FLAGS.out!r}")
+  launcher_flags.check_number("step_size", 0.0, strict=True)
+  launcher_flags.check_number("noise_scale", 0.0)
+
+
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   launcher_flags.quiet_library_logs()
-  state, config = checkpoint.restore(FLAGS.workdir, FLAGS.checkpoint_step)
+  check_flags()
+  config = launcher_flags.checkpoint_config(FLAGS.workdir, FLAGS.checkpoint_step)
   overrides = {k: FLAGS[k].value for k in ("step_size", "noise_scale") if FLAGS[k].present}
-  config = dataclasses.replace(config, **overrides)
+  config = launcher_flags.build_config(config, overrides)
+  state, _ = checkpoint.restore(FLAGS.workdir, FLAGS.checkpoint_step)
   labels = generate.class_labels(config, FLAGS.num_samples) if FLAGS.init == "noise" else None
   num = FLAGS.num_samples * max(config.num_classes, 1)
   samples, labels = generate.generate_batched(

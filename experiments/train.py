@@ -4,27 +4,43 @@ Every Config field is a flag that overrides the preset, e.g. ``--num_steps=200 -
 Re-running the same command resumes from the newest checkpoint in the workdir.
 """
 
-import dataclasses
-
 from absl import app, flags, logging
 
 from experiments import flags as launcher_flags
 from experiments.configs import get_preset
-from experiments.trainer import train_and_evaluate
+from experiments.trainer import DivergenceError, FlagConflictError, train_and_evaluate
+from jebm import config as config_lib
+from jebm.data import DataError
 
 flags.DEFINE_string("preset", "default", "Named recipe from experiments/configs/presets.py.")
 launcher_flags.define_config_flags()
 FLAGS = flags.FLAGS
 
 
+def config_from_flags() -> config_lib.Config:
+  """The preset with the command line's overrides, every value checked; UsageError names the
+  bad flag. Reads nothing but the flags."""
+  launcher_flags.check_path_flags()
+  try:
+    preset = get_preset(FLAGS.preset)
+  except ValueError as e:
+    raise app.UsageError(f"--preset: {e}") from None
+  return launcher_flags.build_config(preset, launcher_flags.config_overrides())
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   launcher_flags.quiet_library_logs()
+  config = config_from_flags()
   launcher_flags.maybe_initialize_multihost()
-  config = dataclasses.replace(get_preset(FLAGS.preset), **launcher_flags.config_overrides())
   logging.info("Training %s in %s", FLAGS.preset, FLAGS.workdir)
-  train_and_evaluate(config, FLAGS.workdir, data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir)
+  try:
+    train_and_evaluate(config, FLAGS.workdir, data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir)
+  except (DataError, FlagConflictError) as e:  # found before any training step
+    raise app.UsageError(str(e)) from None
+  except DivergenceError as e:  # the newest checkpoint is intact; the message says what to do
+    raise SystemExit(f"Error: {e}") from None
 
 
 if __name__ == "__main__":

@@ -27,16 +27,33 @@ class DivergenceError(RuntimeError):
   """Training stopped because the loss or energies left the sane range."""
 
 
+class FlagConflictError(ValueError):
+  """The flags do not fit the workdir's checkpoint or the machine (a usage error)."""
+
+
 def load_train_data(
   config: config_lib.Config, data_dir=None, manual_dir=None
 ) -> Dict[str, np.ndarray]:
-  """The training split as arrays, with ``config.example_shape`` checked against it."""
-  arrays = data.arrays(config.dataset, "train", data_dir=data_dir, manual_dir=manual_dir)
+  """The training split as arrays, checked before any work against ``config`` (example_shape,
+  labels in [0, num_classes), values finite and in [x_min, x_max], batch_size); a missing or
+  unusable split raises ``jebm.data.DataError`` naming the problem."""
+  name = f"dataset {config.dataset!r} (train split)"
+  try:
+    arrays = data.arrays(config.dataset, "train", data_dir=data_dir, manual_dir=manual_dir)
+  except FileNotFoundError as e:  # not prepared, or MNIST files missing: the message says how
+    raise data.DataError(str(e)) from e
+  data.check_arrays(
+    arrays, num_classes=config.num_classes, value_range=(config.x_min, config.x_max), name=name
+  )
   shape = tuple(arrays["image"].shape[1:])
   if config.example_shape and tuple(config.example_shape) != shape:
-    raise ValueError(f"config.example_shape {config.example_shape} does not match the data {shape}")
-  if config.conditional and "label" not in arrays:
-    raise ValueError(f"dataset {config.dataset!r} has no labels; set --num_classes=0")
+    raise data.DataError(
+      f"config.example_shape {config.example_shape} does not match the data {shape}"
+    )
+  if len(arrays["image"]) < config.batch_size:
+    raise data.DataError(
+      f"--batch_size={config.batch_size} exceeds the {len(arrays['image'])} examples of {name}"
+    )
   arrays.setdefault("label", np.zeros((len(arrays["image"]),), np.int32))
   return arrays
 
@@ -46,25 +63,30 @@ def write_config(workdir: str, config: config_lib.Config) -> None:
   files.write_text(os.path.join(workdir, "config.json"), config.to_json())
 
 
+def new_state(config: config_lib.Config, mesh):
+  """A fresh train state for ``config``, created in place on the mesh."""
+  create = lambda: config_lib.create_state(config)
+  return jax.jit(create, out_shardings=parallel.state_shardings(jax.eval_shape(create), mesh))()
+
+
 def restore_or_create(workdir: str, config: config_lib.Config, mesh):
-  """The newest checkpoint's state if the workdir has one (its config must match), else a new
-  state; placed on the mesh."""
+  """(state, config): the newest checkpoint's state if the workdir has one (its config must
+  match; its count of divergence rollbacks carries on), else a new state; placed on the mesh."""
   if checkpoint.latest_step(workdir) is None:
-    create = lambda: config_lib.create_state(config)
-    return jax.jit(create, out_shardings=parallel.state_shardings(jax.eval_shape(create), mesh))()
+    return new_state(config, mesh), config
   saved = checkpoint.load_config(workdir)
   mismatch = config_lib.mismatched_fields(saved, config)
   if mismatch:
     lines = "\n".join(
       f"  {k}: checkpoint has {a!r}, flags give {b!r}" for k, (a, b) in mismatch.items()
     )
-    raise ValueError(
+    raise FlagConflictError(
       f"the checkpoint in {workdir} was made with a different config:\n{lines}\n"
       "Use the same flags to resume, or a new --workdir to start afresh."
     )
   state, _ = checkpoint.restore(workdir, mesh=mesh)
   logging.info("Resumed from step %d of %s", int(state.step), workdir)
-  return state
+  return state, dataclasses.replace(config, rollbacks=saved.rollbacks)
 
 
 def check_divergence(metrics: Dict[str, float], step: int, max_energy: float) -> None:
@@ -77,8 +99,32 @@ def check_divergence(metrics: Dict[str, float], step: int, max_energy: float) ->
     raise DivergenceError(
       f"training diverged at step {step}: {bad} (bound |energy| <= {max_energy}). The newest "
       "checkpoint is from before; resume from it with a lower --learning_rate or --step_size, "
-      "or a higher --l2_coeff."
+      "or a higher --l2_coeff, or train with --on_divergence=rollback."
     )
+
+
+def roll_back(workdir: str, config: config_lib.Config, mesh, error: DivergenceError):
+  """(state, config) after a divergence under ``--on_divergence=rollback``: the newest
+  checkpoint's state (a fresh one when there is none yet) and the config with one more rollback
+  (so half the learning rate). Re-raises ``error`` when rollbacks are off or used up."""
+  if config.on_divergence != "rollback" or config.rollbacks >= config.max_rollbacks:
+    if config.on_divergence == "rollback":
+      raise DivergenceError(f"{error} Gave up after {config.rollbacks} rollbacks.") from error
+    raise error
+  config = dataclasses.replace(config, rollbacks=config.rollbacks + 1)
+  if checkpoint.latest_step(workdir) is None:
+    state = new_state(config, mesh)
+  else:
+    state, _ = checkpoint.restore(workdir, mesh=mesh)
+  logging.warning(
+    "%s Rollback %d/%d: back to step %d, learning rate halved to %g.",
+    error,
+    config.rollbacks,
+    config.max_rollbacks,
+    int(state.step),
+    config.learning_rate * 0.5**config.rollbacks,
+  )
+  return state, config
 
 
 def make_sample_grid_fn(config: config_lib.Config, num: int):
@@ -112,6 +158,19 @@ def make_sample_grid_fn(config: config_lib.Config, num: int):
   return grid
 
 
+def make_step_fn(config: config_lib.Config, mesh):
+  """The run's data-parallel train step ``(state, batch) -> (state, metrics)``."""
+  return parallel.data_parallel(
+    train_lib.make_train_step(
+      config_lib.build_model(config),
+      config_lib.build_optimizer(config),
+      config_lib.train_config(config),
+      axis_name=parallel.AXIS,
+    ),
+    mesh,
+  )
+
+
 def train_and_evaluate(
   config: config_lib.Config,
   workdir: str,
@@ -125,40 +184,43 @@ def train_and_evaluate(
   config = dataclasses.replace(config, example_shape=tuple(arrays["image"].shape[1:]))
   mesh = parallel.make_mesh()
   if config.batch_size % mesh.size:
-    raise ValueError(
+    raise FlagConflictError(
       f"--batch_size={config.batch_size} must be divisible by the {mesh.size} devices"
     )
-  state = restore_or_create(workdir, config, mesh)
+  state, config = restore_or_create(workdir, config, mesh)
   if jax.process_index() == 0:
     write_config(workdir, config)
-  step_fn = parallel.data_parallel(
-    train_lib.make_train_step(
-      config_lib.build_model(config),
-      config_lib.build_optimizer(config),
-      config_lib.train_config(config),
-      axis_name=parallel.AXIS,
-    ),
-    mesh,
-  )
+  step_fn = make_step_fn(config, mesh)
   is_image = len(config.example_shape) == 3
   draws_samples = is_image and config.objective == "cd"
   sample_grid = (
     make_sample_grid_fn(config, num=min(16, config.batch_size)) if draws_samples else None
   )
   writer = _summary_writer(workdir)
-  start = int(state.step)
-  batches = data.batches(
-    arrays, config.batch_size // jax.process_count(), seed=config.seed, start_step=start
+  batches_from = lambda step: data.batches(
+    arrays, config.batch_size // jax.process_count(), seed=config.seed, start_step=step
   )
+  start = step = int(state.step)
+  batches = batches_from(start)
   with checkpoint.manager(workdir, keep=config.keep_checkpoints) as mngr:
-    t0 = time.time()
-    for step in range(start + 1, config.num_steps + 1):
+    t0 = t_start = time.time()  # the run's wall clock; the rate's, reset by a rollback
+    while step < config.num_steps:
+      step += 1
       batch = next(batches)
       state, metrics = step_fn(state, parallel.shard_batch(batch, mesh))
       # Reading the metrics every step also blocks on it (on CPU, back-to-back collectives of
-      # several devices can deadlock, see DESIGN.md) and lets the guard stop before a NaN is saved.
+      # several devices can deadlock, see DESIGN.md) and lets the guard act before a NaN is saved.
       values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-      check_divergence(values, step, config.max_energy)
+      try:
+        check_divergence(values, step, config.max_energy)
+      except DivergenceError as error:
+        mngr.wait_until_finished()
+        state, config = roll_back(workdir, config, mesh, error)
+        if jax.process_index() == 0:
+          write_config(workdir, config)
+        step_fn, start, step = make_step_fn(config, mesh), int(state.step), int(state.step)
+        batches, t_start = batches_from(step), time.time()
+        continue
       out_of_time = (
         bool(config.time_limit_minutes) and time.time() - t0 > 60 * config.time_limit_minutes
       )
@@ -168,7 +230,7 @@ def train_and_evaluate(
           "step %d/%d  %s  loss %.4f  E+ %.3f  E- %.3f%s",
           step,
           config.num_steps,
-          _progress(start, step, config.num_steps, t0),
+          _progress(start, step, config.num_steps, t_start),
           values["loss"],
           values["energy_pos"],
           values["energy_neg"],

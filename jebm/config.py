@@ -7,6 +7,8 @@ into a command-line flag.
 
 import dataclasses
 import json
+import math
+import numbers
 from typing import Any, Dict, Optional, Tuple
 
 import flax.linen as nn
@@ -14,7 +16,40 @@ import jax
 import optax
 
 from jebm import models, optim, train
-from jebm.langevin import LangevinConfig
+from jebm.data.checks import check_dataset_name
+from jebm.langevin import CLIP_MODES, LangevinConfig
+
+LR_SCHEDULES = ("constant", "cosine")
+ON_DIVERGENCE = ("stop", "rollback")
+
+# The version of the record ``config_to_dict`` writes (key "config_version"). Adding, removing or
+# changing the meaning of a field bumps it and adds a migration to ``_MIGRATIONS`` that fills the
+# new fields with the values reproducing how runs of the older version behaved.
+CONFIG_VERSION = 1
+VERSION_KEY = "config_version"
+
+# Version 0: configs written before versions existed (no "config_version" key). Fields added
+# after the first checkpoints, with the value that reproduces what a run without them did (git
+# log -p -- jebm/config.py): not today's defaults, which would silently change an old run.
+VERSION_0_VALUES = {
+  "time_limit_minutes": 0.0,  # e1fd684: no time limit
+  "lr_schedule": "constant",  # 0fc33f2: the learning rate stayed constant after the warm-up
+  # c526595: replayed chains kept the label they were stored with (the field's first default,
+  # "batch", was a change of behaviour; its first CE term was off)
+  "negative_labels": "buffer",
+  "ce_coeff": 0.0,
+  "ce_temperature": 1.0,
+  "ce_fraction": 1.0,  # 1774519: the CE term, when on, used the whole batch
+  "objective": "cd",  # 36bcd9c: every run was an EBM
+  "on_divergence": "stop",  # a divergence ended the run; no rollbacks
+  "max_rollbacks": 0,
+  "rollbacks": 0,
+}
+
+
+class ConfigVersionError(ValueError):
+  """A config record of a version this jebm cannot read (newer than ``CONFIG_VERSION``, or not a
+  version at all): an intact file, not a damaged one."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,6 +57,8 @@ class Config:
   """Every setting of a training run (see the presets in ``experiments/configs``).
 
   The defaults are the ``default`` preset: a conditional EBM on 8x8 digits for a 2-core CPU.
+  Every field is checked on construction (type, range, choices, fields that go together):
+  ValueError names it as its flag, e.g. "--log_every must be an int >= 1, got 0".
 
   Data: dataset (a ``jebm.data`` name), example_shape (filled in from the data), num_classes
   (0 = unconditional; > 0: the energy is conditioned on class ids).
@@ -40,7 +77,11 @@ class Config:
   warm-up from 0), lr_schedule ("constant", or "cosine": decay to 0 at num_steps), b1, b2.
   Replay: buffer_capacity, reinit_prob, init_low, init_high (fresh chains ~ U[init_low, init_high)).
   Run: batch_size (global), num_steps, seed, checkpoint_every, keep_checkpoints, log_every,
-  sample_every, max_energy (divergence guard: stop when |mean energy| exceeds it),
+  sample_every, max_energy (divergence guard: the loss is not finite or |mean energy| exceeds it),
+  on_divergence ("stop": end the run with an error; "rollback": restore the newest checkpoint,
+  halve the learning rate and go on), max_rollbacks (rollbacks allowed before stopping),
+  rollbacks (rollbacks so far: set by the trainer, not a flag; the learning rate is
+  learning_rate * 0.5 ** rollbacks),
   time_limit_minutes (stop early, with a checkpoint, after this much wall time; 0 = no limit).
   Evaluation: eval_langevin_steps (chain length when sampling from noise), eval_num_samples.
   """
@@ -84,26 +125,236 @@ class Config:
   log_every: int = 100
   sample_every: int = 500
   max_energy: float = 1e4
+  on_divergence: str = "stop"
+  max_rollbacks: int = 3
+  rollbacks: int = 0
   time_limit_minutes: float = 0.0
   eval_langevin_steps: int = 200
   eval_num_samples: int = 1000
+
+  def __post_init__(self):
+    for name, value in _normalized_fields(self).items():
+      object.__setattr__(self, name, value)
+    _check_choices(self)
+    _check_cross_fields(self)
 
   @property
   def conditional(self) -> bool:
     return self.num_classes > 0
 
   def to_json(self) -> str:
-    return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+    """The record as JSON, with its ``config_version`` (what ``from_dict`` reads back)."""
+    return json.dumps(config_to_dict(self), indent=2, sort_keys=True)
 
   @classmethod
-  def from_dict(cls, values: Dict[str, Any]) -> "Config":
-    """Builds a Config from a dict (e.g. parsed JSON); unknown keys raise ValueError."""
+  def from_dict(cls, values: Dict[str, Any], source: str = "the config") -> "Config":
+    """Builds a Config from a dict written by ``config_to_dict`` (e.g. a checkpoint's JSON).
+
+    A dict without "config_version" is version 0 (written before versions existed): the fields
+    added since get the values that reproduce how such runs behaved (``VERSION_0_VALUES``), not
+    today's defaults. Raises ConfigVersionError for a version newer than ``CONFIG_VERSION`` or
+    not a version at all, ValueError for unknown or missing fields or a bad value; both name
+    ``source`` (e.g. "checkpoint W/checkpoints/20").
+    """
+    values = dict(values)
+    version = values.pop(VERSION_KEY, 0)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+      raise ConfigVersionError(
+        f"{source}: config_version {version!r} is not a version (this jebm reads 0 to "
+        f"{CONFIG_VERSION})"
+      )
+    if version > CONFIG_VERSION:
+      raise ConfigVersionError(
+        f"{source} has config_version {version}, newer than this jebm reads (0 to "
+        f"{CONFIG_VERSION}): it was written by a newer jebm; upgrade jebm to read it"
+      )
+    for old in range(version, CONFIG_VERSION):
+      values = _MIGRATIONS[old](values)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-      raise ValueError(f"unknown config fields: {unknown}")
-    tuples = {k: tuple(v) for k, v in values.items() if isinstance(fields[k].default, tuple)}
-    return cls(**{**values, **tuples})
+    unknown, missing = sorted(set(values) - set(fields)), sorted(set(fields) - set(values))
+    if unknown or missing:
+      raise ValueError(
+        f"{source} (config_version {version}) does not match its version's fields: "
+        f"unknown {unknown}, missing {missing}"
+      )
+    try:
+      return cls(**values)  # JSON lists become tuples there
+    except ValueError as e:
+      raise ValueError(f"{source}: {e}") from e
+
+
+def config_to_dict(config: Config) -> Dict[str, Any]:
+  """The JSON-serialisable record of ``config`` with its ``"config_version"``: what checkpoints
+  and ``config.json`` store, and ``Config.from_dict`` reads."""
+  return {VERSION_KEY: CONFIG_VERSION, **dataclasses.asdict(config)}
+
+
+def _from_version_0(values: Dict[str, Any]) -> Dict[str, Any]:
+  """A version-0 dict as version 1: fields it lacks take their old behaviour's values."""
+  return {**VERSION_0_VALUES, **values}
+
+
+# _MIGRATIONS[v] turns a dict of version v into one of version v + 1.
+_MIGRATIONS = {0: _from_version_0}
+
+
+# --- Validation: every field on construction; messages name the flag as it is typed ----------
+
+# Fields that are not flags (filled from the data; counted by the trainer).
+_NOT_FLAGS = ("example_shape", "rollbacks")
+
+# Int fields: (smallest, largest or None) allowed value.
+_INT_RANGES = {
+  "num_classes": (0, None),
+  "langevin_steps": (1, None),
+  "kl_steps": (1, None),
+  "warmup_steps": (0, None),
+  "buffer_capacity": (1, None),
+  "batch_size": (1, None),
+  "num_steps": (1, None),
+  "seed": (0, 2**63 - 1),  # numpy's generators take no negative seeds; jax's take int64
+  "checkpoint_every": (1, None),
+  "keep_checkpoints": (1, None),
+  "log_every": (1, None),
+  "sample_every": (1, None),
+  "max_rollbacks": (0, None),
+  "rollbacks": (0, None),
+  "eval_langevin_steps": (1, None),
+  "eval_num_samples": (1, None),
+}
+
+# Float fields (finite): (low, high, brackets): "[" / "]" include the bound, "(" / ")" exclude
+# it; None = unbounded on that side.
+_FLOAT_RANGES = {
+  "step_size": (0.0, None, "()"),
+  "noise_scale": (0.0, None, "[)"),
+  "grad_clip": (0.0, None, "[)"),
+  "x_min": (None, None, "()"),
+  "x_max": (None, None, "()"),
+  "ce_coeff": (0.0, None, "[)"),
+  "ce_temperature": (0.0, None, "()"),
+  "ce_fraction": (0.0, 1.0, "(]"),
+  "l2_coeff": (0.0, None, "[)"),
+  "kl_coeff": (0.0, None, "[)"),
+  "learning_rate": (0.0, None, "()"),
+  "b1": (0.0, 1.0, "[)"),
+  "b2": (0.0, 1.0, "[)"),
+  "reinit_prob": (0.0, 1.0, "[]"),
+  "init_low": (None, None, "()"),
+  "init_high": (None, None, "()"),
+  "max_energy": (0.0, None, "()"),
+  "time_limit_minutes": (0.0, None, "[)"),
+}
+
+# String fields with a fixed set of values (dataset is checked by ``check_dataset_name``).
+CHOICES = {
+  "model": tuple(models.MODELS),
+  "activation": tuple(models.ACTIVATIONS),
+  "clip_mode": CLIP_MODES,
+  "negative_labels": train.NEGATIVE_LABELS,
+  "objective": train.OBJECTIVES,
+  "lr_schedule": LR_SCHEDULES,
+  "on_divergence": ON_DIVERGENCE,
+}
+
+
+def _name(field: str) -> str:
+  """How a message names a field: as its flag, --field, when it is one."""
+  return f"Config.{field}" if field in _NOT_FLAGS else f"--{field}"
+
+
+def _is_int(value) -> bool:
+  return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+  return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _interval(low, high, brackets: str) -> str:
+  """Words for an interval: "> 0", ">= 0", "in [0, 1)", or "" for the whole line."""
+  if low is not None and high is not None:
+    return f"in {brackets[0]}{low:g}, {high:g}{brackets[1]}"
+  if low is not None:
+    return f"{'>=' if brackets[0] == '[' else '>'} {low:g}"
+  if high is not None:
+    return f"{'<=' if brackets[1] == ']' else '<'} {high:g}"
+  return ""
+
+
+def _in_interval(value: float, low, high, brackets: str) -> bool:
+  above = low is None or (value >= low if brackets[0] == "[" else value > low)
+  below = high is None or (value <= high if brackets[1] == "]" else value < high)
+  return above and below
+
+
+def _normalized_fields(config: Config) -> Dict[str, Any]:
+  """Every typed field checked (type and range) and in its plain Python type: ints as int,
+  floats as float, shapes and widths as tuples of int. ValueError names the first bad one."""
+  out = {}
+  for field, (low, high) in _INT_RANGES.items():
+    value = getattr(config, field)
+    if not (_is_int(value) and value >= low and (high is None or value <= high)):
+      bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+      raise ValueError(f"{_name(field)} must be an int {bound}, got {value!r}")
+    out[field] = int(value)
+  for field, (low, high, brackets) in _FLOAT_RANGES.items():
+    value = getattr(config, field)
+    if not (_is_real(value) and math.isfinite(value) and _in_interval(value, low, high, brackets)):
+      where = _interval(low, high, brackets)
+      raise ValueError(
+        f"{_name(field)} must be a finite number{' ' + where if where else ''}, got {value!r}"
+      )
+    out[field] = float(value)
+  for field, nonempty in (("example_shape", False), ("features", True)):
+    value = getattr(config, field)
+    if not (
+      isinstance(value, (tuple, list))
+      and all(_is_int(v) and v >= 1 for v in value)
+      and (value or not nonempty)
+    ):
+      what = "a non-empty list" if nonempty else "a list"
+      raise ValueError(f"{_name(field)} must be {what} of ints >= 1, got {value!r}")
+    out[field] = tuple(int(v) for v in value)
+  if not isinstance(config.spectral_norm, bool):
+    raise ValueError(f"--spectral_norm must be a bool, got {config.spectral_norm!r}")
+  return out
+
+
+def _check_choices(config: Config) -> None:
+  """ValueError for a string field outside its choices, or a dataset nothing can read."""
+  for field, choices in CHOICES.items():
+    value = getattr(config, field)
+    if not isinstance(value, str) or value not in choices:
+      raise ValueError(f"{_name(field)} must be one of {list(choices)}, got {value!r}")
+  try:
+    check_dataset_name(config.dataset)
+  except ValueError as e:
+    raise ValueError(f"--dataset: {e}") from None
+
+
+def _check_cross_fields(config: Config) -> None:
+  """ValueError for fields that are fine alone but not together."""
+  for low, high in (("x_min", "x_max"), ("init_low", "init_high")):
+    a, b = getattr(config, low), getattr(config, high)
+    if not a < b:
+      raise ValueError(f"--{low} must be < --{high}, got {low}={a}, {high}={b}")
+  if config.buffer_capacity < config.batch_size:
+    raise ValueError(
+      f"--buffer_capacity must be >= --batch_size (every step stores a batch of chains), got "
+      f"buffer_capacity={config.buffer_capacity}, batch_size={config.batch_size}"
+    )
+  if config.kl_coeff > 0 and not config.kl_steps < config.langevin_steps:
+    raise ValueError(
+      "--kl_steps must be < --langevin_steps when --kl_coeff > 0 (the KL term differentiates "
+      f"through the chain's last kl_steps), got kl_steps={config.kl_steps}, "
+      f"langevin_steps={config.langevin_steps}"
+    )
+  if config.objective == "softmax" and not config.conditional:
+    raise ValueError(
+      "--objective=softmax trains a classifier: it needs --num_classes > 0, got "
+      f"num_classes={config.num_classes}"
+    )
 
 
 # Fields that may change when a run is resumed: they do not change what the state means.
@@ -114,6 +365,9 @@ RESUMABLE_FIELDS = (
   "log_every",
   "sample_every",
   "max_energy",
+  "on_divergence",
+  "max_rollbacks",
+  "rollbacks",
   "time_limit_minutes",
   "eval_langevin_steps",
   "eval_num_samples",
@@ -146,14 +400,14 @@ def build_model(config: Config) -> nn.Module:
 
 
 def learning_rate(config: Config) -> optax.Schedule:
-  """Learning rate per step: linear warm-up over warmup_steps, then constant or cosine decay."""
-  warmup = optax.linear_schedule(0.0, config.learning_rate, config.warmup_steps)
+  """Learning rate per step: linear warm-up over warmup_steps, then constant or cosine decay;
+  halved for every divergence rollback so far."""
+  peak = config.learning_rate * 0.5**config.rollbacks
+  warmup = optax.linear_schedule(0.0, peak, config.warmup_steps)
   if config.lr_schedule == "constant":
-    after = optax.constant_schedule(config.learning_rate)
+    after = optax.constant_schedule(peak)
   elif config.lr_schedule == "cosine":
-    after = optax.cosine_decay_schedule(
-      config.learning_rate, max(config.num_steps - config.warmup_steps, 1)
-    )
+    after = optax.cosine_decay_schedule(peak, max(config.num_steps - config.warmup_steps, 1))
   else:
     raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {config.lr_schedule!r}")
   return optax.join_schedules([warmup, after], [config.warmup_steps])

@@ -15,8 +15,9 @@ import jax
 import numpy as np
 import pytest
 
+from experiments import trainer
 from experiments.configs import presets
-from jebm import checkpoint, parallel
+from jebm import checkpoint, data, parallel
 from jebm import config as config_lib
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,6 +147,13 @@ def test_sample_restores_the_checkpoint(trained, env, tmp_path):
     assert f["images"].shape == (30, 8, 8, 1) and f["images"].dtype == np.uint8
     np.testing.assert_array_equal(f["labels"], np.repeat(np.arange(10), 3))
   assert out.with_suffix(".png").exists()
+
+
+def test_sample_of_a_missing_checkpoint_step_is_a_one_line_error(trained, env):
+  result = launch("sample", f"--workdir={trained}", "--checkpoint_step=999", env=env, check=False)
+  last = result.stderr.strip().splitlines()[-1]
+  assert result.returncode != 0 and "Traceback" not in result.stderr
+  assert last.startswith("--checkpoint_step: no checkpoint for step 999") and "[10, 20]" in last
 
 
 # --- Checkpoints are not tied to the device count ----------------------------------------------
@@ -314,6 +322,7 @@ def test_robustness_trains_its_softmax_baseline_and_writes_every_curve(trained, 
       "ebm_purified_transfer",
       "ebm_purified_bpda_eot",
       "ebm_purified_backprop",
+      "ebm_purified_any_attack",
     }
     for entries in report[norm].values():
       assert [e["epsilon"] for e in entries] == [0.0, eps]
@@ -388,3 +397,65 @@ def test_every_preset_builds_its_train_config_and_the_paper_presets_use_batch_la
   # The conditional terms do not apply to an unconditional model: no error, no CE term.
   uncond = dataclasses.replace(presets.PRESETS["default"], num_classes=0, example_shape=(8, 8, 1))
   assert presets.PRESETS["default"].ce_coeff > 0 and config_lib.train_config(uncond).ce_coeff == 0
+
+
+# --- Bad training data: a clear error before any work ------------------------------------------
+
+
+def _digits_like(n=64):
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (n, 8, 8, 1), dtype=np.uint8)
+  return {"image": images, "label": rng.integers(0, 10, n).astype(np.int32)}
+
+
+def _with(key, fn):
+  return lambda arrays: {**arrays, key: fn(arrays[key])}
+
+
+def _nan_at_3(images):
+  images = images.astype(np.float32) / 255
+  images[3, 0, 0, 0] = np.nan
+  return images
+
+
+@pytest.mark.parametrize(
+  "change, overrides, message",
+  [
+    (
+      _with("image", _nan_at_3),
+      {},
+      r"1 examples hold NaN or infinite values \(the first: example 3",
+    ),
+    (_with("image", lambda x: x.astype(np.int64)), {}, "'image' has dtype int64"),
+    (_with("image", lambda x: x.astype(np.float32) / 127.5), {}, r"values span \[0, 2\]"),
+    (lambda a: a, dict(x_max=0.5), r"outside the range \[x_min, x_max\] = \[0, 0.5\]"),
+    (_with("label", lambda y: np.where(y == 3, 10, y)), {}, r"\[0, 10\)"),
+    (_with("label", lambda y: y - 1), {}, "labels lie outside"),
+    (_with("label", lambda y: y.astype(np.float32)), {}, "labels must be int class ids"),
+    (_with("label", lambda y: y[:10]), {}, r"labels must be \[N\] = \[64\]"),
+    (lambda a: {"image": a["image"]}, {}, "has no labels"),
+    (lambda a: a, dict(batch_size=128, buffer_capacity=128), "--batch_size=128 exceeds the 64"),
+    (lambda a: a, dict(example_shape=(28, 28, 1)), "does not match the data"),
+  ],
+)
+def test_bad_training_data_is_a_clear_error(monkeypatch, change, overrides, message):
+  arrays = change(_digits_like())
+  monkeypatch.setattr(trainer.data, "arrays", lambda *args, **kwargs: arrays)
+  small = dict(batch_size=32, buffer_capacity=64)
+  config = dataclasses.replace(presets.PRESETS["default"], **{**small, **overrides})
+  with pytest.raises(data.DataError, match=message):
+    trainer.load_train_data(config)
+
+
+def test_missing_data_is_a_data_error_and_unconditional_runs_ignore_labels(monkeypatch):
+  def missing(*args, **kwargs):
+    raise FileNotFoundError("TFDS dataset 'x' is not prepared")
+
+  config = dataclasses.replace(presets.PRESETS["default"], batch_size=32, buffer_capacity=64)
+  monkeypatch.setattr(trainer.data, "arrays", missing)
+  with pytest.raises(data.DataError, match="is not prepared"):
+    trainer.load_train_data(config)
+  arrays = {**_digits_like(), "label": np.full(64, 99, np.int32)}
+  monkeypatch.setattr(trainer.data, "arrays", lambda *args, **kwargs: arrays)
+  unconditional = dataclasses.replace(config, num_classes=0)
+  assert trainer.load_train_data(unconditional)["image"].shape == (64, 8, 8, 1)

@@ -10,6 +10,7 @@ No TensorFlow is needed and nothing is downloaded; see `jebm.data.loading` for n
 from jebm.data import toy2d
 from jebm.data.builders import JebmDigits, JebmMnist, JebmToy2d
 from jebm.data.builders import MNIST_ENV_VAR, find_mnist_files
+from jebm.data.checks import DataError, check_arrays, check_dataset_name
 from jebm.data.idx import read_idx, write_idx
 from jebm.data.loading import JEBM_DATASETS, arrays, builder, default_data_dir, load
 from jebm.data.loading import source_to_arrays
