@@ -118,9 +118,28 @@ def checkpoint_config(workdir: str, step: Optional[int]) -> Config:
 
 
 def maybe_initialize_multihost() -> None:
-  """Joins a multi-process JAX job when the environment describes one (coordinator address set,
-  or a SLURM job of several tasks); single-process runs skip this."""
-  if os.environ.get("JAX_COORDINATOR_ADDRESS") or int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+  """Joins a multi-process JAX job when the environment describes one; single-process runs skip
+  this. Explicit launch: JAX_COORDINATOR_ADDRESS (host:port of process 0), JAX_NUM_PROCESSES and
+  JAX_PROCESS_ID; SLURM: tasks started with ``srun`` (JAX reads SLURM's variables). UsageError
+  names a missing or malformed variable."""
+  env = os.environ
+  if env.get("JAX_COORDINATOR_ADDRESS"):
+    values = {}
+    for name in ("JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
+      try:
+        values[name] = int(env[name])
+      except (KeyError, ValueError):
+        raise app.UsageError(
+          f"JAX_COORDINATOR_ADDRESS is set, so {name} must be an int, got {env.get(name)!r}"
+        ) from None
+    jax.distributed.initialize(
+      coordinator_address=env["JAX_COORDINATOR_ADDRESS"],
+      num_processes=values["JAX_NUM_PROCESSES"],
+      process_id=values["JAX_PROCESS_ID"],
+    )
+  elif int(env.get("SLURM_NTASKS", "1")) > 1:
+    if "SLURM_STEP_NODELIST" not in env:
+      raise app.UsageError("a SLURM job of several tasks must start them with srun")
     jax.distributed.initialize()
 
 

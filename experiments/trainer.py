@@ -11,11 +11,13 @@ Re-running the same command on the same workdir resumes from the newest checkpoi
 import dataclasses
 import os
 import time
+import types
 from typing import Dict, Optional
 
 import jax
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 
 from jebm import checkpoint, data, files, langevin, parallel, replay, viz
 from jebm import config as config_lib
@@ -183,9 +185,10 @@ def train_and_evaluate(
   arrays = load_train_data(config, data_dir, manual_dir)
   config = dataclasses.replace(config, example_shape=tuple(arrays["image"].shape[1:]))
   mesh = parallel.make_mesh()
-  if config.batch_size % mesh.size:
+  if config.batch_size % mesh.size or config.batch_size % jax.process_count():
     raise FlagConflictError(
-      f"--batch_size={config.batch_size} must be divisible by the {mesh.size} devices"
+      f"--batch_size={config.batch_size} must be divisible by the {mesh.size} devices and the "
+      f"{jax.process_count()} processes"
     )
   state, config = restore_or_create(workdir, config, mesh)
   if jax.process_index() == 0:
@@ -221,7 +224,7 @@ def train_and_evaluate(
         step_fn, start, step = make_step_fn(config, mesh), int(state.step), int(state.step)
         batches, t_start = batches_from(step), time.time()
         continue
-      out_of_time = (
+      out_of_time = _agreed(
         bool(config.time_limit_minutes) and time.time() - t0 > 60 * config.time_limit_minutes
       )
       last = step == config.num_steps or out_of_time
@@ -239,12 +242,13 @@ def train_and_evaluate(
         for k, v in values.items():
           writer.add_scalar(f"train/{k}", v, step)
       if sample_grid is not None and (step % config.sample_every == 0 or last):
-        image = sample_grid(state, batch)
-        viz.save_png(
-          os.path.join(workdir, "samples", f"step_{step:07d}.png"),
-          image,
-          scale=viz.readable_scale(config.example_shape[0]),
-        )
+        image = sample_grid(state, batch)  # on every process: it gathers the sharded buffer
+        if jax.process_index() == 0:  # its batch starts the global one: the 1-process grid
+          viz.save_png(
+            os.path.join(workdir, "samples", f"step_{step:07d}.png"),
+            image,
+            scale=viz.readable_scale(config.example_shape[0]),
+          )
         writer.add_image("samples", image, step, dataformats="HWC")
       if step % config.checkpoint_every == 0 or last:
         checkpoint.save(mngr, state, config)
@@ -261,10 +265,22 @@ def train_and_evaluate(
 
 
 def _summary_writer(workdir: str):
-  """TensorBoard event writer (tensorboardX: no TensorFlow needed)."""
+  """TensorBoard event writer (tensorboardX: no TensorFlow needed); process 0's only (the
+  processes of one run would write the same file), a writer that drops everything elsewhere."""
+  if jax.process_index() != 0:
+    ignore = lambda *args, **kwargs: None
+    return types.SimpleNamespace(add_scalar=ignore, add_image=ignore, close=ignore)
   from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
 
   return SummaryWriter(workdir, flush_secs=30)
+
+
+def _agreed(decision: bool) -> bool:
+  """Process 0's ``decision``, in every process (each process's clock differs; processes that
+  disagree on stopping would wait for each other's collectives forever)."""
+  if jax.process_count() == 1:
+    return decision
+  return bool(multihost_utils.broadcast_one_to_all(np.bool_(decision)))
 
 
 def _progress(start_step: int, step: int, total_steps: int, t0: float) -> str:

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -210,6 +211,56 @@ def test_two_device_run_is_sampled_evaluated_and_resumed_by_a_one_device_process
   shutil.rmtree(workdir / "checkpoints" / "20")  # resume from step 10, on one device
   launch("train", *TINY, f"--workdir={workdir}", "--num_steps=20", env=one_device(env))
   assert checkpoint.latest_step(str(workdir)) == 20
+
+
+def test_two_processes_train_like_one_process_with_two_devices(trained, env, tmp_path):
+  """jax.distributed on localhost: 2 processes x 1 CPU device end where the `trained` run (1
+  process x 2 devices, same flags) ended."""
+  workdir = tmp_path / "w"
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  args = [*TINY, f"--workdir={workdir}", "--num_steps=20", "--checkpoint_every=10"]
+  procs = [
+    subprocess.Popen(
+      [sys.executable, "-m", "experiments.train", *args],
+      cwd=ROOT,
+      env=dict(
+        env,
+        XLA_FLAGS="--xla_force_host_platform_device_count=1",
+        JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+        JAX_NUM_PROCESSES="2",
+        JAX_PROCESS_ID=str(i),
+      ),
+      stdout=subprocess.DEVNULL,
+      stderr=subprocess.PIPE,
+      text=True,
+    )
+    for i in range(2)
+  ]
+  try:
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+  finally:
+    for p in procs:
+      p.kill()  # once jax.distributed is up, JAX catches SIGTERM
+  assert [p.returncode for p in procs] == [0, 0], errors[0][-2000:] + errors[1][-2000:]
+  (step, params), (trained_step, trained_params) = params_of(workdir), params_of(trained)
+  assert step == trained_step == 20
+  for a, b in zip(params, trained_params):
+    np.testing.assert_allclose(a, b, atol=1e-6)
+  assert len(list(workdir.glob("events.out.tfevents.*"))) == 1  # process 0's only
+
+
+def test_multi_process_environment_errors_are_clear(env, tmp_path):
+  result = launch(
+    "train",
+    *TINY,
+    f"--workdir={tmp_path / 'w'}",
+    env=dict(env, JAX_COORDINATOR_ADDRESS="127.0.0.1:1", JAX_NUM_PROCESSES="two"),
+    check=False,
+  )
+  assert result.returncode != 0 and "Traceback" not in result.stderr
+  assert "JAX_NUM_PROCESSES must be an int, got 'two'" in result.stderr
 
 
 def test_buffer_survives_two_to_one_and_one_to_two_devices(tmp_path, env):
