@@ -43,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 from jebm import config as config_lib
 from jebm import parallel
@@ -123,16 +124,16 @@ def _move_aside_newer(mngr: ocp.CheckpointManager, step: int) -> None:
   resumed from an older checkpoint, so ``restore`` found these damaged."""
   workdir = os.path.dirname(os.fspath(mngr.directory))
   newer = [s for s in steps(workdir) if s >= step]
-  if not newer:
+  several = jax.process_count() > 1
+  # Process 0's listing decides for all: a process listing after its rename would skip the barrier.
+  if not (multihost_utils.broadcast_one_to_all(np.bool_(bool(newer))) if several else newer):
     return
   mngr.wait_until_finished()
   if jax.process_index() == 0:
     for s in newer:
       why = f"the run resumed from an older checkpoint (restoring it failed) and saves step {step}"
       _move_aside(workdir, s, why)
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-
+  if several:
     multihost_utils.sync_global_devices("jebm.checkpoint: moved aside")
   mngr.reload()
 
