@@ -14,6 +14,11 @@ of ``jebm/eval`` (``jebm.eval.TASKS``):
                   and without Langevin purification, under transfer, BPDA + EOT and full-backprop
                   attacks, against a softmax classifier of the same network (--softmax_workdir,
                   trained first when it holds no checkpoint); settings: the flags below
+  restore         (only when named) denoising (salt-and-pepper, Gaussian) and inpainting (bottom
+                  half, random box) by Langevin on E(x, y), with the true and an unknown label,
+                  MSE on train and test images against median-filter / mean-fill baselines;
+                  cross-class mapping scored by the judge; nearest training images of samples;
+                  settings: the --restore_* flags
 The report keeps the results of tasks not run this time if they are of the same checkpoint step.
 """
 
@@ -28,8 +33,8 @@ from experiments import flags as launcher_flags
 from experiments.configs import softmax_baseline
 from experiments.trainer import train_and_evaluate
 from jebm import checkpoint, files
-from jebm.eval import SYNTHETIC_SETS, TASKS, EvalContext, RobustnessConfig, check_ood_spec
-from jebm.eval import check_tasks, default_tasks
+from jebm.eval import SYNTHETIC_SETS, TASKS, EvalContext, RestoreConfig, RobustnessConfig
+from jebm.eval import check_ood_spec, check_tasks, default_tasks
 
 flags.DEFINE_list(
   "tasks", None, f"Tasks to run, from {sorted(TASKS)} (default: all that apply to the model)."
@@ -97,15 +102,36 @@ for _field in dataclasses.fields(RobustnessConfig):
     flags.DEFINE_float(_field.name, _default, _help)
   else:
     flags.DEFINE_string(_field.name, _default, _help)
+RESTORE_HELP = {
+  "corruptions": "Corruptions: salt_pepper, gaussian, inpaint_bottom, inpaint_box.",
+  "num_images": "Train and test images restored per corruption (each), test images mapped "
+  "across classes.",
+  "unknown_label_images": "Test images also restored under every label (0 = skip).",
+  "noise_passes": "Sampler passes (of the model's langevin_steps) for salt_pepper, gaussian.",
+  "inpaint_passes": "Sampler passes for inpaint_bottom, inpaint_box.",
+  "crossclass_passes": "Sampler passes of the cross-class mapping.",
+  "gaussian_sigma": "Standard deviation of the gaussian corruption.",
+  "nn_samples_per_class": "Samples per class from noise for the nearest-neighbour check.",
+}
+for _field in dataclasses.fields(RestoreConfig):
+  _name, _default = f"restore_{_field.name}", _field.default
+  _help = RESTORE_HELP[_field.name] + " (restore task)"
+  if isinstance(_default, tuple):
+    flags.DEFINE_list(_name, list(_default), _help)
+  elif isinstance(_default, int):
+    flags.DEFINE_integer(_name, _default, _help)
+  else:
+    flags.DEFINE_float(_name, _default, _help)
 flags.DEFINE_integer("seed", 0, "Evaluation seed.", lower_bound=0, upper_bound=2**63 - 1)
 FLAGS = flags.FLAGS
 
 
-def check_flags() -> RobustnessConfig:
+def check_flags():
   """Flag errors found before the checkpoint is read (UsageError names the flag; the integer
-  flags' bounds are checked when they are parsed); returns the robustness settings."""
+  flags' bounds are checked when they are parsed); returns the robustness and the restore
+  settings."""
   launcher_flags.check_path_flags()
-  list_flags = ("tasks", "init", "ood_sets") + tuple(
+  list_flags = ("tasks", "init", "ood_sets", "restore_corruptions") + tuple(
     f.name for f in dataclasses.fields(RobustnessConfig) if isinstance(f.default, tuple)
   )
   launcher_flags.check_nonempty_lists(list_flags)
@@ -132,7 +158,7 @@ def check_flags() -> RobustnessConfig:
   if FLAGS.softmax_workdir is not None and not FLAGS.softmax_workdir.strip():
     raise app.UsageError("--softmax_workdir must be a path, got an empty value")
   launcher_flags.check_number("purify_delta", 0.0)  # finite too
-  return robustness_options()
+  return robustness_options(), restore_options()
 
 
 def check_flags_against(config) -> None:
@@ -161,6 +187,16 @@ def robustness_options() -> RobustnessConfig:
     return RobustnessConfig(**values)
   except ValueError as e:
     raise app.UsageError(f"--{e}") from e
+
+
+def restore_options() -> RestoreConfig:
+  """The restore task's settings from their flags (--restore_<field>); UsageError names the bad
+  flag."""
+  values = {f.name: FLAGS[f"restore_{f.name}"].value for f in dataclasses.fields(RestoreConfig)}
+  try:
+    return RestoreConfig(**values)
+  except ValueError as e:
+    raise app.UsageError(f"--restore_{e}") from e
 
 
 def ensure_softmax_baseline(workdir: str, config) -> str:
@@ -192,7 +228,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   launcher_flags.quiet_library_logs()
-  robustness = check_flags()
+  robustness, restore = check_flags()
   check_flags_against(launcher_flags.checkpoint_config(FLAGS.workdir, FLAGS.checkpoint_step))
   state, config = checkpoint.restore(FLAGS.workdir, FLAGS.checkpoint_step)
   tasks = FLAGS.tasks or default_tasks(config)
@@ -216,6 +252,7 @@ def main(argv):
     ood_sets=tuple(FLAGS.ood_sets),
     robustness=robustness,
     softmax_workdir=softmax_workdir,
+    restore=restore,
   )
   path = os.path.join(out_dir, "report.json")
   report = _previous_report(path, int(state.step))

@@ -226,16 +226,21 @@ def _bind(energy_fn, y):
   return energy_fn if y is None else (lambda x, _=None: energy_fn(x, y))
 
 
-def _check_mask(mask, x):
+def check_mask(mask, x):
+  """The inpainting mask as bool, broadcastable to x [B, ...] without changing x's shape (None
+  stays None); ValueError otherwise."""
   if mask is None:
     return None
   mask = jnp.asarray(mask, bool)
   try:
-    jnp.broadcast_shapes(mask.shape, x.shape)
+    fits = jnp.broadcast_shapes(mask.shape, x.shape) == x.shape
   except ValueError:
+    fits = False
+  if not fits:  # e.g. [H, W] against NHWC x would broadcast to [B, H, W, W]: not x's shape
     raise ValueError(
-      f"mask of shape {mask.shape} does not broadcast to x of shape {x.shape}"
-    ) from None
+      f"mask of shape {mask.shape} does not broadcast to x of shape {x.shape} (a mask has x's "
+      "shape or one that broadcasts to it, e.g. [B, H, W, 1] or [H, W, 1] for x [B, H, W, C])"
+    )
   return mask
 
 
@@ -269,7 +274,7 @@ def sample(
   """
   fn = _bind(energy_fn, y)
   x0 = _check_x(x0)
-  mask = _check_mask(mask, x0)
+  mask = check_mask(mask, x0)
   state = init(x0, fn)
 
   def body(state, t):
@@ -325,7 +330,7 @@ def sample_adaptive(
     )
   fn = _bind(energy_fn, y)
   x0 = _check_x(x0)
-  mask = _check_mask(mask, x0)
+  mask = check_mask(mask, x0)
   state = init(x0, fn)
   batch = x0.shape[0]
   history = jnp.broadcast_to(state.energy, (window, batch))  # ring of recent energies

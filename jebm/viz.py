@@ -85,6 +85,38 @@ def hstack_images(images, *, gap=4, pad_value=1.0) -> np.ndarray:
   return np.concatenate(parts, axis=1)
 
 
+def rows_grid(columns, *, rows_per_block=8, pad=1, gap=4) -> np.ndarray:
+  """Examples as rows, one column per array: row i is columns[0][i] | columns[1][i] | ...
+  (e.g. corrupted | restored | truth); every ``rows_per_block`` rows start a new block, placed
+  to the right of the last.
+
+  Args:
+    columns: a sequence of J arrays [N, H, W, C] (or [N, H, W]) of one N and image shape, floats
+      in [0, 1] or uint8.
+    rows_per_block: rows per block (>= 1).
+    pad: padding inside each block (see `image_grid`); gap: white pixels between blocks.
+
+  Returns:
+    uint8 [H', W', C].
+  """
+  arrays = [to_uint8(_as_nhwc(c, "columns")) for c in columns]
+  if not arrays or len({a.shape for a in arrays}) != 1 or rows_per_block < 1:
+    raise ValueError(
+      f"rows_grid needs one or more columns of one shape and rows_per_block >= 1, got shapes "
+      f"{[a.shape for a in arrays]} and rows_per_block={rows_per_block}"
+    )
+  interleaved = np.stack(arrays, axis=1)  # [N, J, H, W, C]
+  blocks = [
+    image_grid(
+      interleaved[s : s + rows_per_block].reshape((-1,) + arrays[0].shape[1:]),
+      ncol=len(arrays),
+      pad=pad,
+    )
+    for s in range(0, len(interleaved), rows_per_block)
+  ]
+  return hstack_images(blocks, gap=gap)
+
+
 def chain_grid(starts, samples, reals, *, ncol=None, pad=1, gap=4) -> np.ndarray:
   """The training picture: chain starts | Langevin samples | real data, as one uint8 image.
 

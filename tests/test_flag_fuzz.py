@@ -63,6 +63,12 @@ INT_MIN = {
   "purify_chains": 1,
   "eot_samples": 1,
   "attack_batch_size": 1,
+  "restore_num_images": 1,
+  "restore_unknown_label_images": 0,
+  "restore_noise_passes": 1,
+  "restore_inpaint_passes": 1,
+  "restore_crossclass_passes": 1,
+  "restore_nn_samples_per_class": 1,
 }
 
 # Out-of-range values beyond the generic ones (every float and list flag needs an entry; string
@@ -105,6 +111,8 @@ OUT_OF_RANGE = {
   "feature_fn": ["nocolon", "a:b:c"],
   "manual_dir": ["/nonexistent/jebm/mnist"],
   "attack_loss": ["hinge"],
+  "restore_corruptions": ["blur", "gaussian,gaussian"],
+  "restore_gaussian_sigma": ["0", "-1"],
 }
 
 

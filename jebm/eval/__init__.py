@@ -5,6 +5,7 @@
     report = jebm.eval.classification_report(energy_fn, test_images, test_labels, 10)
     report = jebm.eval.ood_benchmark(energy_fn, test_images, {"uniform": noise}, num_classes=10)
     report = jebm.eval.robustness_report(key, energy_fn, test_images, test_labels, 10, sampler)
+    corrupted, mask = jebm.eval.corrupt(key, images, "inpaint_bottom")  # then restore_images
 
 Every task returns a JSON-serialisable dict; the metrics themselves live in `jebm.metrics`.
 ``TASKS`` maps the task names of ``experiments/evaluate.py`` to their ``evaluate(ctx)`` functions.
@@ -25,5 +26,7 @@ from jebm.eval.judge_training import train_judge
 from jebm.eval.ood import SYNTHETIC_SETS, auroc_row, check_ood_spec, load_ood_set, ood_benchmark
 from jebm.eval.ood import ood_scores_fn, synthetic_ood_set
 from jebm.eval.generation import sample_quality
+from jebm.eval.restore import CORRUPTIONS, RestoreConfig, corrupt, restore_images
+from jebm.eval.restore import restore_unknown_label
 from jebm.eval.robustness import RobustnessConfig, robustness_report
 from jebm.eval.tasks import ON_REQUEST, TASKS, check_tasks, default_tasks

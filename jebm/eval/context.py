@@ -14,6 +14,7 @@ from jebm.energy import EnergyFn
 from jebm.train import TrainState
 
 if TYPE_CHECKING:
+  from jebm.eval.restore import RestoreConfig
   from jebm.eval.robustness import RobustnessConfig
 
 
@@ -35,6 +36,7 @@ class EvalContext:
       sets.
     robustness: settings of the robustness task (None = ``RobustnessConfig()``).
     softmax_workdir: the robustness task's softmax baseline checkpoint (None = no such curve).
+    restore: settings of the restore task (None = ``RestoreConfig()``).
   """
 
   state: TrainState
@@ -51,6 +53,7 @@ class EvalContext:
   ood_sets: Tuple[str, ...] = ()
   robustness: Optional["RobustnessConfig"] = None
   softmax_workdir: Optional[str] = None
+  restore: Optional["RestoreConfig"] = None
   _cache: Dict[str, object] = dataclasses.field(default_factory=dict, repr=False)
 
   @functools.cached_property

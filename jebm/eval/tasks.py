@@ -5,7 +5,7 @@ written to ``report.json[name]`` by ``experiments/evaluate.py``. A new evaluatio
 from typing import Callable, Dict, Tuple
 
 from jebm.config import Config
-from jebm.eval import classify, generation, histograms, ood, robustness
+from jebm.eval import classify, generation, histograms, ood, restore, robustness
 from jebm.eval.context import EvalContext
 
 Task = Callable[[EvalContext], dict]
@@ -16,15 +16,20 @@ TASKS: Dict[str, Task] = {
   "histograms": histograms.evaluate,
   "ood": ood.evaluate,
   "robustness": robustness.evaluate,
+  "restore": restore.evaluate,
 }
 
-# Tasks run only when asked for by name (they take tens of minutes on MNIST on a CPU).
-ON_REQUEST = ("robustness",)
+# Tasks run only when asked for by name (they take minutes to tens of minutes on MNIST on a CPU).
+ON_REQUEST = ("robustness", "restore")
 
 # What a task needs of the model: (test on its Config, what to say when it fails).
 REQUIREMENTS = {
   "classify": (lambda c: c.conditional, "a conditional model (num_classes > 0)"),
   "robustness": (lambda c: c.conditional, "a conditional model (num_classes > 0)"),
+  "restore": (
+    lambda c: c.conditional and len(c.example_shape) == 3,
+    "a conditional model (num_classes > 0) of image data [H, W, C]",
+  ),
   "sample_quality": (
     lambda c: len(c.example_shape) == 3,
     "image data [H, W, C] (a judge classifier scores the samples)",
