@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-LAUNCHERS = ("train", "sample", "evaluate")
+LAUNCHERS = ("train", "sample", "evaluate", "continual")
 # Modules whose flags are not the launchers' own (see the module docstring).
 EXCLUDED_MODULE_PREFIXES = ("absl.", "orbax.checkpoint.", "tensorflow_datasets.")
 
@@ -69,6 +69,13 @@ INT_MIN = {
   "restore_inpaint_passes": 1,
   "restore_crossclass_passes": 1,
   "restore_nn_samples_per_class": 1,
+  # continual
+  "seeds": 1,
+  "num_tasks": 1,
+  "validation": 0,
+  "hidden_size": 1,
+  "steps_per_task": 1,
+  "offline_steps": 1,
 }
 
 # Out-of-range values beyond the generic ones (every float and list flag needs an entry; string
@@ -113,6 +120,9 @@ OUT_OF_RANGE = {
   "attack_loss": ["hinge"],
   "restore_corruptions": ["blur", "gaussian,gaussian"],
   "restore_gaussian_sigma": ["0", "-1"],
+  "learners": ["bogus"],
+  "cond_gain_init_std": ["-1"],
+  "offline_learning_rate": ["0"],
 }
 
 
@@ -129,6 +139,8 @@ def _stop_at_work(launcher, module):
 
   if launcher == "train":
     module.train_and_evaluate = stop
+  elif launcher == "continual":
+    module.load_split = stop
   else:
     import jebm.checkpoint
 

@@ -306,3 +306,15 @@ def test_flat_exports_and_conv_layer_shape():
   variables = jax.eval_shape(layer.init, KEY, x)
   assert jax.eval_shape(layer.apply, variables, x).shape == (1, 5, 5, 4)
   assert variables["spectral"]["v"].shape == (3 * 3 * 2,)
+
+
+def test_random_conditional_gains_make_classes_differ_at_init():
+  x = jnp.ones((3, 5))
+  y = jnp.array([0, 1, 2])
+  for std, differ in ((0.0, False), (0.1, True)):
+    model = MLPEnergy(hidden_sizes=(16,), num_classes=3, cond_gain_init_std=std)
+    params = model.init(jax.random.PRNGKey(0), x, y)
+    kernel = params["params"]["cond_gain_0"]["cond_kernel"]
+    assert float(jnp.std(kernel)) == pytest.approx(std, rel=0.3, abs=1e-9)
+    energies = model.apply(params, x, y)
+    assert bool(jnp.any(energies != energies[0])) == differ

@@ -108,10 +108,13 @@ class CondGain(nn.Module):
   """Multiply by a (conditional) per-channel gain: h [B, ..., F] -> h * (g + cond @ W_g).
 
   ``cond`` is [B, K] or None (then only the unconditional gain g [F], init 1, is applied).
+  ``cond_init_std`` > 0 draws W_g from N(0, std^2) instead of zeros, so that classes differ from
+  the start (the label-gated energy of Li et al. 2020, used for continual learning).
   """
 
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  cond_init_std: float = 0.0
 
   @nn.compact
   def __call__(self, h: jax.Array, cond: jax.Array | None) -> jax.Array:
@@ -119,8 +122,9 @@ class CondGain(nn.Module):
     features = h.shape[-1]
     gain = self.param("scale", nn.initializers.ones, (features,), self.param_dtype)
     if cond is not None:
-      w = self.param(
-        "cond_kernel", nn.initializers.zeros, (cond.shape[-1], features), self.param_dtype
+      init = (
+        nn.initializers.normal(self.cond_init_std) if self.cond_init_std else nn.initializers.zeros
       )
+      w = self.param("cond_kernel", init, (cond.shape[-1], features), self.param_dtype)
       gain = gain + cond.astype(self.param_dtype) @ w
     return h.astype(self.dtype) * _per_example(gain, h).astype(self.dtype)

@@ -27,6 +27,8 @@ class MLPEnergy(nn.Module):
     activation: name in ``jebm.models.ACTIVATIONS`` ("swish", "leaky_relu", ...).
     num_classes: None (unconditional) or K: y is int ids [B] or float vectors [B, K].
     spectral_norm: spectrally normalise the hidden layers (state in collection 'spectral').
+    cond_gain_init_std: std of the random init of the conditional gains (0 = zeros, IGEBM's);
+      see ``CondGain``.
     dtype: computation dtype; params are ``param_dtype``; energies are always float32.
   """
 
@@ -34,6 +36,7 @@ class MLPEnergy(nn.Module):
   activation: str = "swish"
   num_classes: int | None = None
   spectral_norm: bool = False
+  cond_gain_init_std: float = 0.0
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -57,7 +60,8 @@ class MLPEnergy(nn.Module):
       )
       if cond is not None:
         h = CondBias(name=f"cond_bias_{i}", **kw)(
-          CondGain(name=f"cond_gain_{i}", **kw)(h, cond), cond
+          CondGain(name=f"cond_gain_{i}", cond_init_std=self.cond_gain_init_std, **kw)(h, cond),
+          cond,
         )
       h = act(h)
     energy = SNDense(1, name="energy", dtype=jnp.float32, param_dtype=self.param_dtype)(
