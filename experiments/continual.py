@@ -4,7 +4,8 @@ and an offline upper bound, all on the same network, over several seeds (``jebm.
     python -m experiments.continual --workdir=W [--seeds=5] [--learners=ebm,softmax_finetune,offline]
 
 writes ``W/continual.json`` (``{learner: {"final_mean", "final_std", "after_task", ...}}``),
-``W/settings.json``, ``W/continual.md`` (the table) and ``W/continual.png`` (accuracy after each task, mean +- std).
+``W/settings.json``, ``W/continual.md`` (the table, mean +- std over seeds) and ``W/continual.png``
+(the mean accuracy after each task).
 Accuracy after task t is on the test images of the classes seen so far (argmin over them); the
 final one covers all 10 classes.
 """
