@@ -2,7 +2,8 @@ r"""Generates samples from a checkpoint:
 ``python -m experiments.sample --workdir=W --num_samples=N --out=F.npz``.
 
 Conditional models get N samples per class. Writes F.npz (``images`` uint8 NHWC, ``labels`` int,
--1 for unconditional) and a PNG grid beside it (F.png).
+-1 for unconditional) and a PNG preview beside it (F.png: one row per class of at most 20 samples,
+or the first 400 samples of an unconditional model; the .npz keeps them all).
 """
 
 import os
@@ -73,14 +74,9 @@ def main(argv):
   files.write_atomically(out, lambda tmp: np.savez(tmp, images=images, labels=labels))
   png = os.path.splitext(out)[0] + ".png"
   if images.ndim == 4:
-    viz.save_png(
-      png,
-      viz.image_grid(
-        images, ncol=FLAGS.num_samples if FLAGS.init == "noise" and config.conditional else None
-      ),
-      scale=viz.readable_scale(images.shape[1]),
-    )
-  logging.info("Wrote %d samples to %s and %s", num, out, png)
+    grid = viz.preview_grid(images, labels if config.conditional else None)
+    viz.save_png(png, grid, scale=viz.readable_scale(images.shape[1]))
+  logging.info("Wrote %d samples to %s and a preview of them to %s", num, out, png)
 
 
 if __name__ == "__main__":

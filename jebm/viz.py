@@ -61,6 +61,38 @@ def image_grid(images, *, ncol=None, pad=1, pad_value=0.5) -> np.ndarray:
   return grid
 
 
+def preview_grid(images, labels=None, *, max_per_row=20, max_rows=20) -> np.ndarray:
+  """A grid a screen can show, whatever the number of images: with labels, one row per class
+  holding its first ``max_per_row`` images (first ``max_rows`` classes); without, the first
+  ``max_per_row * max_rows`` images in a square-ish grid.
+
+  Args:
+    images: [N, H, W, C] (or [N, H, W]) floats in [0, 1] or uint8.
+    labels: optional int [N] class of each image (-1 = none: treated as unlabelled).
+    max_per_row, max_rows: the grid's size limits in images (>= 1).
+
+  Returns:
+    uint8 grid as ``image_grid``'s; at most max_rows x max_per_row images.
+  """
+  if max_per_row < 1 or max_rows < 1:
+    raise ValueError(
+      f"preview_grid needs max_per_row, max_rows >= 1, got {max_per_row}, {max_rows}"
+    )
+  images = _as_nhwc(images)
+  if labels is None or np.all(np.asarray(labels) < 0):
+    shown = images[: max_per_row * max_rows]
+    return image_grid(shown, ncol=min(max_per_row, int(np.ceil(np.sqrt(len(shown))))))
+  labels = np.asarray(labels)
+  classes = np.unique(labels)[:max_rows]
+  per_row = min(max_per_row, max(int(np.sum(labels == c)) for c in classes))
+  blank = np.zeros((1,) + images.shape[1:], images.dtype)
+  rows = []
+  for c in classes:
+    row = images[labels == c][:per_row]
+    rows.append(np.concatenate([row] + [blank] * (per_row - len(row))))
+  return image_grid(np.concatenate(rows), ncol=per_row)
+
+
 def _to_channels(image, c):
   return np.repeat(image, c, axis=-1) if image.shape[-1] == 1 and c > 1 else image
 

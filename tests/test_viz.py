@@ -72,3 +72,18 @@ def test_save_histograms_writes_a_png(tmp_path):
   assert image.format == "PNG" and image.size[0] > 100 and image.size[1] > 100
   with pytest.raises(ValueError, match="at least one"):
     viz.save_histograms(tmp_path / "x.png", {}, "nothing")
+
+
+def test_preview_grid_stays_screen_sized_whatever_the_number_of_samples():
+  images = np.random.default_rng(0).uniform(size=(5000, 8, 8, 1)).astype(np.float32)
+  labels = np.repeat(np.arange(10), 500)
+  grid = viz.preview_grid(images, labels)  # 10 rows of 20 (pad 1): 10 * 9 + 1 by 20 * 9 + 1
+  assert grid.shape == (91, 181, 1)
+  assert np.array_equal(grid[1:9, 1:9], viz.image_grid(images[:1], pad=0))  # class 0 first
+  assert np.array_equal(grid[10:18, 1:9], viz.image_grid(images[500:501], pad=0))  # class 1
+  assert viz.preview_grid(images).shape == (181, 181, 1)  # unlabelled: 20 x 20 of the first
+  assert viz.preview_grid(images, np.full(5000, -1)).shape == (181, 181, 1)
+  uneven = viz.preview_grid(images[:3], np.array([0, 0, 1]))  # 2 rows of 2, one blank
+  assert uneven.shape == (19, 19, 1) and not uneven[10:18, 10:18].any()
+  with pytest.raises(ValueError, match="max_per_row, max_rows >= 1"):
+    viz.preview_grid(images, labels, max_per_row=0)
