@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-LAUNCHERS = ("train", "sample", "evaluate", "continual")
+LAUNCHERS = ("train", "sample", "evaluate", "continual", "modes")
 # Modules whose flags are not the launchers' own (see the module docstring).
 EXCLUDED_MODULE_PREFIXES = ("absl.", "orbax.checkpoint.", "tensorflow_datasets.")
 
@@ -76,6 +76,11 @@ INT_MIN = {
   "hidden_size": 1,
   "steps_per_task": 1,
   "offline_steps": 1,
+  # modes
+  "ebm_steps": 1,
+  "baseline_steps": 1,
+  "ebm_sample_steps": 1,
+  "train_size": 256,
 }
 
 # Out-of-range values beyond the generic ones (every float and list flag needs an entry; string
@@ -123,6 +128,7 @@ OUT_OF_RANGE = {
   "learners": ["bogus"],
   "cond_gain_init_std": ["-1"],
   "offline_learning_rate": ["0"],
+  "densities": ["bogus", "rings,rings", "two_moons"],
 }
 
 
@@ -141,6 +147,8 @@ def _stop_at_work(launcher, module):
     module.train_and_evaluate = stop
   elif launcher == "continual":
     module.load_split = stop
+  elif launcher == "modes":
+    module.run_density = stop
   else:
     import jebm.checkpoint
 

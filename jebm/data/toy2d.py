@@ -12,8 +12,11 @@ All densities live roughly in the square [-2.5, 2.5]^2:
 - ``two_moons``: scikit-learn's make_moons geometry (upper arc (cos t, sin t), lower arc
   (1 - cos t, 0.5 - sin t), t ~ U[0, pi]) shifted by (-0.5, -0.25) to centre it and scaled by 1.5,
   plus Gaussian noise of std 0.05.
+- ``far_unequal``: a mixture of 4 isotropic Gaussians, std 0.1, at the corners (-2, 2), (2, 2),
+  (2, -2), (-2, -2) (4 apart along an edge), with unequal weights 0.6, 0.25, 0.1, 0.05. Not a
+  TFDS config: it is sampled directly (``sample``), e.g. by ``experiments/modes.py``.
 
-Labels are the mode index for ``8gaussians`` and 0 for the others.
+Labels are the mode index for ``8gaussians`` and ``far_unequal``, and 0 for the others.
 """
 
 import numpy as np
@@ -26,19 +29,27 @@ _RING_RADII = (0.5, 1.0, 1.5, 2.0)
 _RING_STD = 0.08
 _MOONS_STD = 0.05
 _MOONS_SCALE = 1.5
+# Densities sampled here but not TFDS configs (``NAMES`` are the configs of ``toy2d/*``).
+EXTRA_NAMES = ("far_unequal",)
+FAR_UNEQUAL_WEIGHTS = (0.6, 0.25, 0.1, 0.05)
+FAR_UNEQUAL_STD = 0.1
+_FAR_UNEQUAL_CENTERS = ((-2.0, 2.0), (2.0, 2.0), (2.0, -2.0), (-2.0, -2.0))
 
 
 def centers(name):
-  """Mode centres of a density that has discrete modes.
+  """Mode centres of a density that has point modes.
 
   Args:
-    name: ``"8gaussians"`` (the only density with point modes).
+    name: ``"8gaussians"`` or ``"far_unequal"`` (the densities with point modes).
 
   Returns:
-    float32 [8, 2]: centre i at radius 2 and angle 2*pi*i/8.
+    float32 [8, 2] for 8gaussians (centre i at radius 2 and angle 2*pi*i/8); float32 [4, 2] for
+    far_unequal (its corners, in the order of ``FAR_UNEQUAL_WEIGHTS``).
   """
+  if name == "far_unequal":
+    return np.asarray(_FAR_UNEQUAL_CENTERS, np.float32)
   if name != "8gaussians":
-    raise ValueError(f"centers() is defined for '8gaussians' only, not {name!r}")
+    raise ValueError(f"centers() is defined for '8gaussians' and 'far_unequal' only, not {name!r}")
   angles = 2 * np.pi * np.arange(8) / 8
   return (_GAUSSIANS_RADIUS * np.stack([np.cos(angles), np.sin(angles)], axis=1)).astype(np.float32)
 
@@ -47,21 +58,23 @@ def sample(name, n, seed):
   """Draws `n` i.i.d. points from a toy density; a pure function of (name, n, seed).
 
   Args:
-    name: one of `NAMES`.
+    name: one of `NAMES` or `EXTRA_NAMES`.
     n: number of points.
     seed: non-negative int, seeds a numpy PCG64 generator.
 
   Returns:
-    (points, labels): float32 [n, 2] and int32 [n] (mode index for 8gaussians, else 0).
+    (points, labels): float32 [n, 2] and int32 [n] (mode index for 8gaussians and far_unequal,
+    else 0).
   """
   samplers = {
     "8gaussians": _eight_gaussians,
     "rings": _rings,
     "checkerboard": _checkerboard,
     "two_moons": _two_moons,
+    "far_unequal": _far_unequal,
   }
   if name not in samplers:
-    raise ValueError(f"Unknown toy2d density {name!r}; expected one of {NAMES}")
+    raise ValueError(f"Unknown toy2d density {name!r}; expected one of {NAMES + EXTRA_NAMES}")
   rng = np.random.default_rng(seed)
   points, labels = samplers[name](rng, int(n))
   return points.astype(np.float32), labels.astype(np.int32)
@@ -95,3 +108,9 @@ def _two_moons(rng, n):
   y = np.where(upper, np.sin(t), 0.5 - np.sin(t))
   points = _MOONS_SCALE * (np.stack([x, y], axis=1) - np.array([0.5, 0.25]))
   return points + _MOONS_STD * rng.standard_normal((n, 2)), np.zeros(n)
+
+
+def _far_unequal(rng, n):
+  labels = rng.choice(len(FAR_UNEQUAL_WEIGHTS), size=n, p=FAR_UNEQUAL_WEIGHTS)
+  points = centers("far_unequal")[labels] + FAR_UNEQUAL_STD * rng.standard_normal((n, 2))
+  return points, labels
