@@ -25,7 +25,7 @@ ON_DIVERGENCE = ("stop", "rollback")
 # The version of the record ``config_to_dict`` writes (key "config_version"). Adding, removing or
 # changing the meaning of a field bumps it and adds a migration to ``_MIGRATIONS`` that fills the
 # new fields with the values reproducing how runs of the older version behaved.
-CONFIG_VERSION = 1
+CONFIG_VERSION = 2
 VERSION_KEY = "config_version"
 
 # Version 0: configs written before versions existed (no "config_version" key). Fields added
@@ -45,6 +45,10 @@ VERSION_0_VALUES = {
   "max_rollbacks": 0,
   "rollbacks": 0,
 }
+
+
+# Version 1 -> 2: ema_decay added; 0 = no average, what version-1 runs did.
+VERSION_1_VALUES = {"ema_decay": 0.0}
 
 
 class ConfigVersionError(ValueError):
@@ -74,7 +78,10 @@ class Config:
   Objective and optimiser: objective ("cd": the EBM, contrastive divergence; "softmax": the same
   network trained only as a classifier of softmax(-E(x, .) / ce_temperature), the supervised
   baseline), l2_coeff, kl_coeff, kl_steps, learning_rate, warmup_steps (linear
-  warm-up from 0), lr_schedule ("constant", or "cosine": decay to 0 at num_steps), b1, b2.
+  warm-up from 0), lr_schedule ("constant", or "cosine": decay to 0 at num_steps), b1, b2,
+  ema_decay (0 = off; else an exponential moving average of the parameters, kept in the
+  optimiser state and used whenever the model is sampled or evaluated; training's own chains use
+  the current parameters).
   Replay: buffer_capacity, reinit_prob, init_low, init_high (fresh chains ~ U[init_low, init_high)).
   Run: batch_size (global), num_steps, seed, checkpoint_every, keep_checkpoints, log_every,
   sample_every, max_energy (divergence guard: the loss is not finite or |mean energy| exceeds it),
@@ -113,6 +120,7 @@ class Config:
   lr_schedule: str = "cosine"
   b1: float = 0.0
   b2: float = 0.999
+  ema_decay: float = 0.0
   buffer_capacity: int = 10000
   reinit_prob: float = 0.05
   init_low: float = 0.0
@@ -194,8 +202,13 @@ def _from_version_0(values: Dict[str, Any]) -> Dict[str, Any]:
   return {**VERSION_0_VALUES, **values}
 
 
+def _from_version_1(values: Dict[str, Any]) -> Dict[str, Any]:
+  """A version-1 dict as version 2: no parameter average."""
+  return {**VERSION_1_VALUES, **values}
+
+
 # _MIGRATIONS[v] turns a dict of version v into one of version v + 1.
-_MIGRATIONS = {0: _from_version_0}
+_MIGRATIONS = {0: _from_version_0, 1: _from_version_1}
 
 
 # --- Validation: every field on construction; messages name the flag as it is typed ----------
@@ -239,6 +252,7 @@ _FLOAT_RANGES = {
   "learning_rate": (0.0, None, "()"),
   "b1": (0.0, 1.0, "[)"),
   "b2": (0.0, 1.0, "[)"),
+  "ema_decay": (0.0, 1.0, "[)"),
   "reinit_prob": (0.0, 1.0, "[]"),
   "init_low": (None, None, "()"),
   "init_high": (None, None, "()"),
@@ -414,8 +428,12 @@ def learning_rate(config: Config) -> optax.Schedule:
 
 
 def build_optimizer(config: Config) -> optax.GradientTransformation:
-  """The IGEBM optimiser with the learning rate of ``learning_rate(config)``."""
-  return optim.igebm_adam(learning_rate(config), b1=config.b1, b2=config.b2)
+  """The IGEBM optimiser with the learning rate of ``learning_rate(config)``, followed by the
+  parameter average of ``optim.params_ema`` when ``config.ema_decay`` > 0."""
+  optimizer = optim.igebm_adam(learning_rate(config), b1=config.b1, b2=config.b2)
+  if config.ema_decay:
+    optimizer = optax.chain(optimizer, optim.params_ema(config.ema_decay))
+  return optimizer
 
 
 def langevin_config(config: Config, num_steps: Optional[int] = None) -> LangevinConfig:

@@ -11,14 +11,23 @@ import jax
 import jax.numpy as jnp
 
 from jebm import config as config_lib
-from jebm import langevin, parallel, replay
+from jebm import langevin, optim, parallel, replay
 from jebm.energy import EnergyFn, from_model
 from jebm.train import TrainState
 
 
+def sampling_params(state: TrainState, config: config_lib.Config):
+  """The parameters that sampling and evaluation use: the average of ``Config.ema_decay`` when it
+  is on (``jebm.optim.params_ema``), else the current ones."""
+  return optim.ema_params(state.opt_state) if config.ema_decay else state.params
+
+
 def energy_fn(state: TrainState, config: config_lib.Config) -> EnergyFn:
-  """The trained energy ``E(x [B, ...], y [B] or None) -> [B]`` of a state."""
-  return from_model(config_lib.build_model(config).apply, state.variables())
+  """The trained energy ``E(x [B, ...], y [B] or None) -> [B]`` of a state (with the parameter
+  average when ``config.ema_decay`` > 0)."""
+  return from_model(
+    config_lib.build_model(config).apply, state.variables(sampling_params(state, config))
+  )
 
 
 def class_labels(config: config_lib.Config, num_per_class: int) -> Optional[jax.Array]:

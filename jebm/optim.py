@@ -1,7 +1,8 @@
 """The IGEBM optimiser: Adam without momentum whose gradients are first clipped per element to a
-few running standard deviations (a guard against the occasional huge CD gradient)."""
+few running standard deviations (a guard against the occasional huge CD gradient); and an
+exponential moving average of the parameters kept in the optimiser state."""
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -53,3 +54,34 @@ def igebm_adam(
     optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
     optax.scale_by_learning_rate(learning_rate),
   )
+
+
+class ParamsEmaState(NamedTuple):
+  """The exponential moving average of the parameters (a pytree like them)."""
+
+  params_ema: Any
+
+
+def params_ema(decay: float) -> optax.GradientTransformation:
+  """Keeps ema <- decay * ema + (1 - decay) * new params in the optimiser state, starting from the
+  initial parameters; updates pass through unchanged. Must be the last transformation of a chain
+  (it sees the final updates). Read it with ``ema_params(opt_state)``."""
+  if not 0.0 <= decay < 1.0:
+    raise ValueError(f"params_ema needs a decay in [0, 1), got {decay}")
+
+  def init_fn(params):
+    return ParamsEmaState(jax.tree.map(jnp.asarray, params))
+
+  def update_fn(updates, state, params=None):
+    if params is None:
+      raise ValueError("params_ema needs the params: call optimizer.update(grads, state, params)")
+    new = optax.apply_updates(params, updates)
+    average = lambda e, p: (decay * e + (1.0 - decay) * p).astype(e.dtype)
+    return updates, ParamsEmaState(jax.tree.map(average, state.params_ema, new))
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def ema_params(opt_state):
+  """The parameter average that ``params_ema`` keeps in ``opt_state``."""
+  return optax.tree_utils.tree_get(opt_state, "params_ema")

@@ -102,6 +102,7 @@ OUT_OF_RANGE = {
   "learning_rate": ["0"],
   "b1": ["1", "-0.5"],
   "b2": ["1"],
+  "ema_decay": ["1", "-0.1"],
   "reinit_prob": ["1.5", "-0.1"],
   "init_low": ["1"],  # not below init_high = 1
   "init_high": ["0"],

@@ -54,6 +54,7 @@ TINY = dataclasses.replace(
   keep_checkpoints=len(CORRUPTIONS) + 1,
   log_every=2,
   sample_every=100,
+  ema_decay=0.9,  # the parameter average must come back with the same bits too
 )
 NEWEST = TINY.num_steps
 

@@ -45,6 +45,7 @@ TRAIN_FLAGS = [
   "--log_every=10",
   "--sample_every=7",  # some kills land while a sample grid is drawn and written
   f"--checkpoint_every={CHECKPOINT_EVERY}",
+  "--ema_decay=0.9",  # the parameter average, in the optimiser state, must survive kills too
 ]
 MODES = ("during_write", "after_write", "random_delay")
 
