@@ -243,6 +243,23 @@ def test_map_host_chunks_takes_tuples_and_pads_to_few_sizes():
     jeval.map_host_chunks(fn, (x, y[:5]), batch_size=8)
 
 
+def test_map_keyed_chunks_gives_chunk_i_the_key_fold_in_i():
+  from jebm.eval.batching import map_keyed_chunks
+
+  key = jax.random.key(3)
+  seen = []
+
+  def fn(k, x):
+    seen.append(k)
+    return x + 1
+
+  np.testing.assert_array_equal(map_keyed_chunks(fn, key, np.zeros(10), batch_size=4), np.ones(10))
+  expected = [jax.random.fold_in(key, i) for i in range(3)]
+  assert [jax.random.key_data(k).tolist() for k in seen] == [
+    jax.random.key_data(k).tolist() for k in expected
+  ]
+
+
 # --- The judge on sklearn's 8x8 digits ----------------------------------------------------------
 
 

@@ -1,5 +1,6 @@
 """Applying a batch function to many examples in fixed-size chunks, with bounded memory."""
 
+import itertools
 from typing import Callable
 
 import jax
@@ -78,3 +79,17 @@ def map_host_chunks(fn: Callable, x, *, batch_size: int):
     ]
     outputs.append(jax.tree.map(lambda o: np.asarray(o)[:size], fn(*chunks)))
   return jax.tree.map(lambda *parts: np.concatenate(parts), *outputs)
+
+
+def map_keyed_chunks(fn: Callable, rng_key: jax.Array, x, *, batch_size: int):
+  """``map_host_chunks`` of a random ``fn(key, *chunks)``: chunk i gets the key
+  fold_in(rng_key, i), so results depend only on the key and the chunking.
+
+  Args:
+    fn: ``fn(key, chunk [b, ...] or one chunk per array of x) -> pytree of arrays [b, ...]``,
+      jitted.
+    rng_key: PRNG key.
+    x, batch_size: as in ``map_host_chunks``.
+  """
+  keys = (jax.random.fold_in(rng_key, i) for i in itertools.count())
+  return map_host_chunks(lambda *chunks: fn(next(keys), *chunks), x, batch_size=batch_size)

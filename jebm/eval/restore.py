@@ -37,7 +37,6 @@ test images are would be copies. All randomness derives from the evaluation seed
 
 import dataclasses
 import functools
-import itertools
 import logging
 import math
 import time
@@ -51,7 +50,7 @@ import scipy.ndimage
 from jebm import config as config_lib
 from jebm import langevin, replay, viz
 from jebm.energy import EnergyFn
-from jebm.eval.batching import map_host_chunks
+from jebm.eval.batching import map_keyed_chunks
 from jebm.eval.energies import energy_table_fn
 from jebm.eval.judge import Judge, judge_logits
 
@@ -300,12 +299,6 @@ def restore_unknown_label(
   return per_label[jnp.arange(b), picked], picked.astype(jnp.int32), energies
 
 
-def _keyed_chunks(fn: Callable, rng_key: jax.Array, arrays: tuple, batch_size: int):
-  """``map_host_chunks`` of ``fn(key, *chunks)``; chunk i gets key fold_in(rng_key, i)."""
-  keys = (jax.random.fold_in(rng_key, i) for i in itertools.count())
-  return map_host_chunks(lambda *chunks: fn(next(keys), *chunks), arrays, batch_size=batch_size)
-
-
 def restorers(energy_fn: EnergyFn, sampler: langevin.LangevinConfig, num_classes: int):
   """``compiled(num_steps, unknown_label)``: a jitted ``restore_images(key, x [B, ...], y [B],
   mask)`` or ``restore_unknown_label(key, x [B, ...], mask)`` (both as above, ``sampler`` with
@@ -340,7 +333,7 @@ def _unknown_label_entries(
   """The unknown-label entries of ``corruption_report`` (fn: a compiled restore_unknown_label;
   restored: the true-label restorations of the same images; table: ``energy_table``)."""
   batch = max(1, CHAINS_PER_CALL // num_classes)
-  unknown, picked, _ = _keyed_chunks(fn, rng_key, (corrupted, mask), batch)
+  unknown, picked, _ = map_keyed_chunks(fn, rng_key, (corrupted, mask), batch_size=batch)
   return {
     **_mse_entries((("mse_test_unknown_label", unknown),), clean),
     "unknown_label_accuracy": float(np.mean(picked == labels)),
@@ -401,8 +394,11 @@ def corruption_report(
       jax.random.fold_in(key, 0), clean, kind, sigma=options.gaussian_sigma, x_range=x_range
     )
     corrupted, mask = np.asarray(corrupted), np.asarray(mask)
-    restored = _keyed_chunks(
-      compiled(steps, False), jax.random.fold_in(key, 1), (corrupted, labels, mask), CHAINS_PER_CALL
+    restored = map_keyed_chunks(
+      compiled(steps, False),
+      jax.random.fold_in(key, 1),
+      (corrupted, labels, mask),
+      batch_size=CHAINS_PER_CALL,
     )
     baseline = mean_fill(corrupted, mask, mean_image) if inpainting else median_filter(corrupted)
     report.update(
@@ -461,8 +457,8 @@ def crossclass_report(
   images, labels = np.asarray(images), np.asarray(labels)
   targets = ((labels + 1) % num_classes).astype(labels.dtype)
   everywhere = np.ones(images.shape[:3] + (1,), bool)
-  mapped = _keyed_chunks(
-    compiled(num_steps, False), rng_key, (images, targets, everywhere), CHAINS_PER_CALL
+  mapped = map_keyed_chunks(
+    compiled(num_steps, False), rng_key, (images, targets, everywhere), batch_size=CHAINS_PER_CALL
   )
   start, end = judge_predictions(judge, images), judge_predictions(judge, mapped)
   report = {
@@ -548,7 +544,9 @@ def class_samples(
     jax.random.fold_in(rng_key, 0), (len(labels),) + tuple(example_shape)
   )
   fn = jax.jit(lambda key, x, y: langevin.sample(key, energy_fn, x, sampler, y=y)[0])
-  samples = _keyed_chunks(fn, jax.random.fold_in(rng_key, 1), (x0, labels), CHAINS_PER_CALL)
+  samples = map_keyed_chunks(
+    fn, jax.random.fold_in(rng_key, 1), (x0, labels), batch_size=CHAINS_PER_CALL
+  )
   return samples, labels
 
 

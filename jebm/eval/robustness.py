@@ -20,7 +20,6 @@ The attacks' and the defence's randomness derive from the evaluation seed.
 """
 
 import dataclasses
-import itertools
 import logging
 import time
 from typing import Callable, Dict, Optional, Tuple
@@ -32,7 +31,7 @@ import numpy as np
 from jebm import adversarial, checkpoint, generate, viz
 from jebm import config as config_lib
 from jebm.energy import EnergyFn
-from jebm.eval.batching import map_host_chunks
+from jebm.eval.batching import map_keyed_chunks
 
 CURVES = (
   "softmax",
@@ -177,14 +176,17 @@ def make_predict(logits_fn: LogitsFn):
 
 def attack_images(rng_key, attack, images, labels, epsilon: float, *, batch_size) -> np.ndarray:
   """One restart of ``attack`` (``make_attack``) on images [N, ...] with labels [N], in host
-  chunks of ``batch_size`` (``map_host_chunks``; each chunk draws its own key); epsilon 0 returns
+  chunks of ``batch_size`` (``map_keyed_chunks``: each chunk draws its own key); epsilon 0 returns
   the images."""
   images = np.asarray(images, np.float32)
   if epsilon == 0 or len(images) == 0:
     return images
-  eps, keys = jnp.float32(epsilon), _chunk_keys(rng_key)
-  return map_host_chunks(
-    lambda x, y: attack(next(keys), x, y, eps), (images, np.asarray(labels)), batch_size=batch_size
+  eps = jnp.float32(epsilon)
+  return map_keyed_chunks(
+    lambda key, x, y: attack(key, x, y, eps),
+    rng_key,
+    (images, np.asarray(labels)),
+    batch_size=batch_size,
   )
 
 
@@ -193,13 +195,7 @@ def predict_images(rng_key, predict, images, *, batch_size) -> np.ndarray:
   own key (a random defence draws anew)."""
   if len(images) == 0:
     return np.zeros((0,), np.int32)
-  keys = _chunk_keys(rng_key)
-  return map_host_chunks(lambda x: predict(next(keys), x), images, batch_size=batch_size)
-
-
-def _chunk_keys(rng_key):
-  """Keys fold_in(rng_key, 0), fold_in(rng_key, 1), ... one per host chunk."""
-  return (jax.random.fold_in(rng_key, i) for i in itertools.count())
+  return map_keyed_chunks(predict, rng_key, images, batch_size=batch_size)
 
 
 def worst_case_correct(
