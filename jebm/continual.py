@@ -17,6 +17,7 @@ Learners (all on the same network, a conditional energy E(x, y); only the object
 """
 
 import dataclasses
+import functools
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import jax
@@ -24,7 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jebm.eval.energies import energy_table_fn
+from jebm.energy import class_energy_table
+from jebm.eval.batching import map_host_chunks
+from jebm.eval.energies import chunk_size
 from jebm.models.mlp import MLPEnergy
 
 LEARNERS = ("ebm", "softmax_finetune", "offline")
@@ -140,16 +143,17 @@ def contrastive_loss(energies: jax.Array, labels: jax.Array, allowed: jax.Array)
   return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
+def energy_table(network: MLPEnergy, params, x: jax.Array, num_classes: int) -> jax.Array:
+  """E(x, y) [B, K] of x [B, D] under every class (``jebm.energy.class_energy_table``)."""
+  return class_energy_table(lambda x, y: network.apply({"params": params}, x, y), x, num_classes)
+
+
 def make_step(network: MLPEnergy, optimizer: optax.GradientTransformation, num_classes: int):
   """A jitted ``step(params, opt_state, x [B, D], y [B], allowed bool [K]) -> (params, opt_state,
   loss)``: one optimiser step of ``contrastive_loss`` over the allowed classes."""
 
   def loss_fn(params, x, y, allowed):
-    batch = x.shape[0]
-    xs = jnp.repeat(x, num_classes, axis=0)
-    ys = jnp.tile(jnp.arange(num_classes), batch)
-    energies = network.apply({"params": params}, xs, ys).reshape(batch, num_classes)
-    return contrastive_loss(energies, y, allowed)
+    return contrastive_loss(energy_table(network, params, x, num_classes), y, allowed)
 
   @jax.jit
   def step(params, opt_state, x, y, allowed):
@@ -204,6 +208,7 @@ def train_learner(
   optimizer = optax.adam(config.offline_learning_rate if offline else config.learning_rate)
   opt_state = optimizer.init(params)
   step = make_step(network, optimizer, num_classes)
+  test_table = jax.jit(lambda p, x: energy_table(network, p, x, num_classes))  # compiled once
   rng = np.random.default_rng(seed)
   schedule = (
     [(tuple(range(num_classes)), config.offline_steps)]
@@ -221,8 +226,9 @@ def train_learner(
       if on_batch is not None:
         on_batch(index, labels)
       params, opt_state, _ = step(params, opt_state, data["image"][batch], labels, allowed)
-    energy_fn = lambda x, y: network.apply({"params": params}, x, y)
-    energies = energy_table_fn(energy_fn, num_classes)(test["image"])
+    energies = map_host_chunks(
+      functools.partial(test_table, params), test["image"], batch_size=chunk_size(num_classes)
+    )
     seen = classes if offline else seen_classes(tasks, index)
     after.append(accuracy_over(energies, test["label"], seen))
     after_all.append(after[-1] * float(np.isin(test["label"], seen).mean()))  # unseen = wrong
