@@ -19,6 +19,12 @@ of ``jebm/eval`` (``jebm.eval.TASKS``):
                   MSE on train and test images against median-filter / mean-fill baselines;
                   cross-class mapping scored by the judge; nearest training images of samples;
                   settings: the --restore_* flags
+  steps           (only when named) adaptive computation: judge accuracy, FID/KID, diversity and
+                  energy of chains from noise and replay against their length, and
+                  sample_adaptive against fixed chains of its mean length; the --steps_* flags
+  likelihood      (only when named) AIS estimates of log Z (forward lower bound; reverse chains
+                  from test data) and the test log-likelihood in nats and bits/dim, against the
+                  number of temperatures; the --likelihood_* flags
 The report keeps the results of tasks not run this time if they are of the same checkpoint step.
 """
 
@@ -32,8 +38,9 @@ from absl import app, flags, logging
 from experiments import flags as launcher_flags
 from experiments.configs import softmax_baseline
 from experiments.trainer import train_and_evaluate
-from jebm import checkpoint, files
-from jebm.eval import SYNTHETIC_SETS, TASKS, EvalContext, RestoreConfig, RobustnessConfig
+from jebm import checkpoint, files, generate
+from jebm.eval import SYNTHETIC_SETS, TASKS, EvalContext, LikelihoodConfig, RestoreConfig
+from jebm.eval import RobustnessConfig, StepsConfig
 from jebm.eval import check_ood_spec, check_tasks, default_tasks
 
 flags.DEFINE_list(
@@ -113,26 +120,70 @@ RESTORE_HELP = {
   "gaussian_sigma": "Standard deviation of the gaussian corruption.",
   "nn_samples_per_class": "Samples per class from noise for the nearest-neighbour check.",
 }
-for _field in dataclasses.fields(RestoreConfig):
-  _name, _default = f"restore_{_field.name}", _field.default
-  _help = RESTORE_HELP[_field.name] + " (restore task)"
-  if isinstance(_default, tuple):
-    flags.DEFINE_list(_name, list(_default), _help)
-  elif isinstance(_default, int):
-    flags.DEFINE_integer(_name, _default, _help)
-  else:
-    flags.DEFINE_float(_name, _default, _help)
+STEPS_HELP = {
+  "lengths": "Chain lengths at which samples are scored.",
+  "num_samples": "Chains per start kind (replay, noise).",
+  "adaptive_tol": "sample_adaptive's energy-change threshold.",
+  "adaptive_window": "Steps over which sample_adaptive measures the energy change.",
+}
+LIKELIHOOD_HELP = {
+  "temperatures": "AIS path lengths (numbers of temperatures, >= 2, increasing); the last is "
+  "reported, all give the gap curve.",
+  "chains": "Forward (and reverse) AIS chains, per class for a conditional model.",
+  "leapfrog_steps": "Leapfrog steps per HMC transition.",
+  "base": "AIS base: uniform (on the data box) or gaussian (per-pixel moments of training data).",
+  "num_images": "Test examples whose mean log-likelihood is reported.",
+  "inverse_temperature": "The model is p(x) ∝ exp(-inverse_temperature * E(x)).",
+}
+# Settings of the tasks that have their own: (task, settings class, help per field); the flags
+# are --<task>_<field>.
+TASK_SETTINGS = (
+  ("restore", RestoreConfig, RESTORE_HELP),
+  ("steps", StepsConfig, STEPS_HELP),
+  ("likelihood", LikelihoodConfig, LIKELIHOOD_HELP),
+)
+for _task, _cls, _helps in TASK_SETTINGS:
+  for _field in dataclasses.fields(_cls):
+    _name, _default = f"{_task}_{_field.name}", _field.default
+    _help = f"{_helps[_field.name]} ({_task} task)"
+    if isinstance(_default, tuple):
+      flags.DEFINE_list(_name, [str(v) for v in _default], _help)
+    elif isinstance(_default, int):
+      flags.DEFINE_integer(_name, _default, _help)
+    elif isinstance(_default, float):
+      flags.DEFINE_float(_name, _default, _help)
+    else:
+      flags.DEFINE_string(_name, _default, _help)
+flags.DEFINE_integer(
+  "ensemble",
+  1,
+  "Chains of sample_quality cycle through the energies of the newest N checkpoints up to "
+  "--checkpoint_step (the paper's historical ensemble; 1 = that checkpoint alone).",
+  lower_bound=1,
+)
+flags.DEFINE_bool(
+  "ema_params",
+  True,
+  "Evaluate the run's parameter average when it kept one (Config.ema_decay > 0); false = the "
+  "current parameters.",
+)
 flags.DEFINE_integer("seed", 0, "Evaluation seed.", lower_bound=0, upper_bound=2**63 - 1)
 FLAGS = flags.FLAGS
 
 
 def check_flags():
   """Flag errors found before the checkpoint is read (UsageError names the flag; the integer
-  flags' bounds are checked when they are parsed); returns the robustness and the restore
-  settings."""
+  flags' bounds are checked when they are parsed); returns the robustness settings and those of
+  the tasks in TASK_SETTINGS by task name."""
   launcher_flags.check_path_flags()
-  list_flags = ("tasks", "init", "ood_sets", "restore_corruptions") + tuple(
+  list_flags = ("tasks", "init", "ood_sets") + tuple(
     f.name for f in dataclasses.fields(RobustnessConfig) if isinstance(f.default, tuple)
+  )
+  list_flags += tuple(
+    f"{task}_{f.name}"
+    for task, cls, _ in TASK_SETTINGS
+    for f in dataclasses.fields(cls)
+    if isinstance(f.default, tuple)
   )
   launcher_flags.check_nonempty_lists(list_flags)
   unknown = sorted(set(FLAGS.tasks or ()) - set(TASKS))
@@ -158,7 +209,7 @@ def check_flags():
   if FLAGS.softmax_workdir is not None and not FLAGS.softmax_workdir.strip():
     raise app.UsageError("--softmax_workdir must be a path, got an empty value")
   launcher_flags.check_number("purify_delta", 0.0)  # finite too
-  return robustness_options(), restore_options()
+  return robustness_options(), {task: task_options(task, cls) for task, cls, _ in TASK_SETTINGS}
 
 
 def check_flags_against(config) -> None:
@@ -189,14 +240,23 @@ def robustness_options() -> RobustnessConfig:
     raise app.UsageError(f"--{e}") from e
 
 
-def restore_options() -> RestoreConfig:
-  """The restore task's settings from their flags (--restore_<field>); UsageError names the bad
-  flag."""
-  values = {f.name: FLAGS[f"restore_{f.name}"].value for f in dataclasses.fields(RestoreConfig)}
+def task_options(task: str, cls):
+  """A task's settings ``cls`` from its flags (--<task>_<field>); UsageError names the bad flag."""
+  values = {}
+  for field in dataclasses.fields(cls):
+    name = f"{task}_{field.name}"
+    value = FLAGS[name].value
+    if isinstance(field.default, tuple):
+      convert = type(field.default[0])
+      try:
+        value = tuple(convert(v) for v in value)
+      except ValueError as e:
+        raise app.UsageError(f"--{name}: {e}") from e
+    values[field.name] = value
   try:
-    return RestoreConfig(**values)
+    return cls(**values)
   except ValueError as e:
-    raise app.UsageError(f"--restore_{e}") from e
+    raise app.UsageError(f"--{task}_{e}") from e
 
 
 def ensure_softmax_baseline(workdir: str, config) -> str:
@@ -228,9 +288,15 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   launcher_flags.quiet_library_logs()
-  robustness, restore = check_flags()
+  robustness, settings = check_flags()
   check_flags_against(launcher_flags.checkpoint_config(FLAGS.workdir, FLAGS.checkpoint_step))
   state, config = checkpoint.restore(FLAGS.workdir, FLAGS.checkpoint_step)
+  if not FLAGS.ema_params:
+    config = dataclasses.replace(config, ema_decay=0.0)  # sampling_params: the current ones
+  try:
+    ensemble = generate.historical_ensemble(FLAGS.workdir, config, int(state.step), FLAGS.ensemble)
+  except ValueError as e:
+    raise app.UsageError(f"--ensemble: {e}") from None
   tasks = FLAGS.tasks or default_tasks(config)
   softmax_workdir = None
   if "robustness" in tasks:
@@ -252,7 +318,8 @@ def main(argv):
     ood_sets=tuple(FLAGS.ood_sets),
     robustness=robustness,
     softmax_workdir=softmax_workdir,
-    restore=restore,
+    **settings,
+    ensemble=ensemble,
   )
   path = os.path.join(out_dir, "report.json")
   report = _previous_report(path, int(state.step))

@@ -5,13 +5,13 @@ This is what ``experiments/sample.py`` and the evaluators call, and what a noteb
 """
 
 import dataclasses
-from typing import Optional
+from typing import Any, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 
 from jebm import config as config_lib
-from jebm import langevin, optim, parallel, replay
+from jebm import checkpoint, langevin, optim, parallel, replay
 from jebm.energy import EnergyFn, from_model
 from jebm.train import TrainState
 
@@ -22,12 +22,34 @@ def sampling_params(state: TrainState, config: config_lib.Config):
   return optim.ema_params(state.opt_state) if config.ema_decay else state.params
 
 
+def sampling_variables(state: TrainState, config: config_lib.Config):
+  """The model variables sampling uses: ``sampling_params`` with the state's other variables."""
+  return state.variables(sampling_params(state, config))
+
+
 def energy_fn(state: TrainState, config: config_lib.Config) -> EnergyFn:
   """The trained energy ``E(x [B, ...], y [B] or None) -> [B]`` of a state (with the parameter
   average when ``config.ema_decay`` > 0)."""
-  return from_model(
-    config_lib.build_model(config).apply, state.variables(sampling_params(state, config))
-  )
+  return from_model(config_lib.build_model(config).apply, sampling_variables(state, config))
+
+
+def historical_ensemble(workdir: str, config: config_lib.Config, step: int, size: int):
+  """The sampling variables of the ``size - 1`` checkpoints of ``workdir`` before ``step``
+  (newest first), for ``generate(..., ensemble=...)``: with the state of ``step`` itself, the
+  paper's historical ensemble of the last ``size`` checkpoints.
+
+  Returns:
+    {checkpoint step: variables}; ValueError when the workdir keeps fewer checkpoints.
+  """
+  if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+    raise ValueError(f"an ensemble needs an int size >= 1, got {size!r}")
+  earlier = [s for s in checkpoint.steps(workdir) if s < step][::-1][: size - 1]
+  if len(earlier) < size - 1:
+    raise ValueError(
+      f"an ensemble of {size} checkpoints up to step {step} needs {size - 1} earlier ones; "
+      f"{workdir} keeps {checkpoint.steps(workdir)} (train with keep_checkpoints >= {size})"
+    )
+  return {s: sampling_variables(checkpoint.restore(workdir, s)[0], config) for s in earlier}
 
 
 def class_labels(config: config_lib.Config, num_per_class: int) -> Optional[jax.Array]:
@@ -85,6 +107,7 @@ def generate(
   init: str = "noise",
   labels: Optional[jax.Array] = None,
   sampler: Optional[langevin.LangevinConfig] = None,
+  ensemble: Sequence[Any] = (),
 ):
   """Runs Langevin chains on the trained energy.
 
@@ -96,6 +119,9 @@ def generate(
     init: "noise" or "replay" (see ``chain_starts``).
     labels: [num] conditions for a conditional model started from noise.
     sampler: sampler settings overriding the run's (its num_steps is replaced by ``num_steps``).
+    ensemble: variables of other checkpoints of the run (``historical_ensemble``): the chains'
+      steps then cycle through the energies of ``state`` and of these (the paper's historical
+      ensemble, ``langevin.sample_ensemble``).
 
   Returns:
     (samples [num, *example_shape] float32, their conditions [num] (None if unconditional)).
@@ -108,6 +134,10 @@ def generate(
   )
   start_key, chain_key = jax.random.split(rng_key)
   x0, y0 = chain_starts(start_key, state, config, num, init, labels)
+  if ensemble:
+    apply = config_lib.build_model(config).apply
+    fns = [energy_fn(state, config)] + [from_model(apply, v) for v in ensemble]
+    return langevin.sample_ensemble(chain_key, fns, x0, sampler, y=y0)[0], y0
   return langevin.sample(chain_key, energy_fn(state, config), x0, sampler, y=y0)[0], y0
 
 

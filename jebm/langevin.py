@@ -4,7 +4,9 @@ adaptive computation time.
 blackjax-style: ``init(x, energy_fn) -> state``, ``step(rng_key, state, energy_fn, config) ->
 (state, info)``. A batch x [B, ...] holds B independent chains (examples never interact in an energy
 fn, so one gradient of the summed energy gives every chain's gradient). ``sample`` runs a whole chain
-in one ``lax.scan``; nothing here calls ``jax.jit``: the caller does.
+in one ``lax.scan``, ``sample_ensemble`` one whose steps cycle through several energies (historical
+ensembles), ``sample_adaptive`` one that stops when the energy settles; nothing here calls
+``jax.jit``: the caller does.
 
 The IGEBM step (Du & Mordatch 2019), in this order:
   x' = x + noise_scale * N(0, I)                 # noise
@@ -18,7 +20,7 @@ for any step size: p(x) restricted to the box [x_min, x_max] (proposals outside 
 """
 
 import dataclasses
-from typing import NamedTuple, Optional, Tuple
+from typing import NamedTuple, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -283,6 +285,52 @@ def sample(
 
   state, (info, trace) = jax.lax.scan(body, state, jnp.arange(config.num_steps))
   return state.x, SampleInfo(*info, trace=trace)
+
+
+def sample_ensemble(
+  rng_key: jax.Array,
+  energy_fns: Sequence[EnergyFn],
+  x0: jax.Array,
+  config: LangevinConfig,
+  *,
+  y: Optional[jax.Array] = None,
+  mask: Optional[jax.Array] = None,
+  box: Optional[Tuple[jax.Array, jax.Array]] = None,
+):
+  """``sample`` whose step t descends ``energy_fns[t % k]``: the paper's historical ensemble
+  (the energies of the last k checkpoints take turns). With k copies of one energy it is
+  ``sample`` on that energy, step for step (same keys).
+
+  Args:
+    rng_key, x0, config, y, mask, box: as in ``sample``.
+    energy_fns: k >= 1 energy fns ``E(x, y) -> [B]``, e.g. ``jebm.generate.energy_fn`` of
+      several checkpoints of a run.
+
+  Returns:
+    (x [B, ...] after the last step, SampleInfo with [T, B] per-step diagnostics; no trace).
+  """
+  if not energy_fns:
+    raise ValueError("sample_ensemble needs at least one energy fn")
+  fns = [_bind(fn, y) for fn in energy_fns]
+  x0 = _check_x(x0)
+  mask = check_mask(mask, x0)
+
+  def step_with(fn):
+    def run(key, state):
+      # MALA reuses E and its gradient at x: those of the energy whose turn it is.
+      state = init(state.x, fn) if config.metropolis else state
+      return step(key, state, fn, config, mask, box)
+
+    return run
+
+  branches = [step_with(fn) for fn in fns]
+
+  def body(state, t):
+    key = jax.random.fold_in(rng_key, t)
+    return jax.lax.switch(t % len(fns), branches, key, state)
+
+  state, info = jax.lax.scan(body, init(x0, fns[0]), jnp.arange(config.num_steps))
+  return state.x, SampleInfo(*info, trace=None)
 
 
 class AdaptiveInfo(NamedTuple):

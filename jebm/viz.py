@@ -276,7 +276,9 @@ def save_confusion_matrix(path, matrix, *, title="", class_names=None) -> str:
   return _save_figure(path, fig)
 
 
-def save_curves(path, named_curves, *, title="", xlabel="", ylabel="", ylim=None) -> str:
+def save_curves(
+  path, named_curves, *, title="", xlabel="", ylabel="", ylim=None, log_x=False
+) -> str:
   """Line plots of a few curves in one panel, saved as a PNG.
 
   Args:
@@ -284,6 +286,7 @@ def save_curves(path, named_curves, *, title="", xlabel="", ylabel="", ylim=None
     named_curves: dict name -> (xs, ys), two sequences of equal length.
     title, xlabel, ylabel: the figure's texts.
     ylim: optional (low, high) of the y axis.
+    log_x: a logarithmic x axis.
 
   Returns:
     ``path`` as a str.
@@ -301,6 +304,8 @@ def save_curves(path, named_curves, *, title="", xlabel="", ylabel="", ylim=None
   ax.set_ylabel(ylabel)
   if ylim is not None:
     ax.set_ylim(*ylim)
+  if log_x:
+    ax.set_xscale("log")
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8)
   return _save_figure(path, fig)

@@ -71,3 +71,18 @@ def test_sampling_and_evaluation_use_the_average():
   np.testing.assert_array_equal(generate.energy_fn(state, config)(x, y), by_hand)
   without = dataclasses.replace(config, ema_decay=0.0)
   assert generate.sampling_params(state, without) is state.params
+
+
+def test_generating_with_an_ensemble_of_identical_checkpoints_is_the_single_model():
+  config = dataclasses.replace(
+    get_preset("default"), example_shape=(8, 8, 1), features=(4, 8), buffer_capacity=128
+  )
+  state = config_lib.create_state(config)
+  labels = jnp.arange(6) % 10
+  run = lambda ensemble: generate.generate(
+    jax.random.key(3), state, config, num=6, num_steps=4, labels=labels, ensemble=ensemble
+  )[0]
+  variables = generate.sampling_variables(state, config)
+  np.testing.assert_array_equal(run((variables, variables)), run(()))
+  other = state.variables(jax.tree.map(lambda p: p * 1.5, state.params))
+  assert not np.array_equal(run((other,)), run(()))

@@ -33,9 +33,10 @@ TINY = [
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
+def env(tmp_path_factory, compilation_cache_env):
   env = dict(
     os.environ,
+    **compilation_cache_env,
     JEBM_DATA_DIR=str(tmp_path_factory.mktemp("data")),
     PYTHONUNBUFFERED="1",
     XLA_FLAGS="--xla_force_host_platform_device_count=2",
@@ -302,10 +303,36 @@ def test_evaluate_writes_every_task_of_the_report(trained, env, tmp_path):
   assert {"replay", "noise"} == set(report["sample_quality"])
   for png in ("confusion_matrix", "ood_logsumexp", "energy_histograms", "samples_noise"):
     assert (workdir / "eval" / f"{png}.png").exists(), png
-  # A second run of one task keeps the other tasks' results of the same checkpoint.
-  launch("evaluate", f"--workdir={workdir}", "--tasks=histograms", "--max_test=30", env=env)
+  # A second run of some tasks keeps the other tasks' results of the same checkpoint. Its
+  # sample_quality chains cycle through the energies of the last two checkpoints.
+  launch(
+    "evaluate",
+    f"--workdir={workdir}",
+    "--tasks=histograms,sample_quality,steps,likelihood",
+    "--max_test=30",
+    "--num_samples=20",
+    "--steps=3",
+    "--ensemble=2",
+    "--steps_lengths=2,5",
+    "--steps_num_samples=20",
+    "--likelihood_temperatures=2,10",
+    "--likelihood_chains=2",
+    "--likelihood_num_images=60",
+    env=env,
+  )
   again = json.loads((workdir / "eval" / "report.json").read_text())
   assert again["classify"] == report["classify"] and again["histograms"]["num_test"] == 30
+  for init in ("noise", "replay"):
+    assert again["sample_quality"][init]["ensemble_checkpoints"] == [20, 10]
+  steps = again["steps"]
+  assert set(steps) == {"real", "replay", "noise", "adaptive", "settings"}
+  assert set(steps["noise"]) == {"2", "5"} and steps["noise"]["5"]["judge_accuracy"] >= 0
+  assert 1 <= steps["adaptive"]["steps_mean"] <= 5
+  likelihood = again["likelihood"]
+  assert likelihood["log_z_lower"] <= likelihood["log_z_upper"] + 1  # an 8x8 box: log Z ~ 0
+  assert set(likelihood["paths"]) == {"2", "10"} and 0 < likelihood["bits_per_dim"] < 16
+  for png in ("steps_fid_judge", "steps_samples", "steps_adaptive", "likelihood_gap"):
+    assert (workdir / "eval" / f"{png}.png").exists(), png
 
 
 def test_evaluate_bad_input_is_a_clear_error(trained, env, tmp_path):
@@ -320,9 +347,15 @@ def test_evaluate_bad_input_is_a_clear_error(trained, env, tmp_path):
     check=False,
   )
   assert result.returncode != 0 and "(28, 28, 1)" in result.stderr and "(8, 8, 1)" in result.stderr
-  result = launch("evaluate", f"--workdir={trained}", "--tasks=judge", env=env, check=False)
-  assert result.returncode != 0 and "unknown tasks ['judge']" in result.stderr
-  assert "Traceback" not in result.stderr
+  for flag, message in (
+    ("--tasks=judge", "unknown tasks ['judge']"),
+    ("--likelihood_temperatures=1", "--likelihood_temperatures: the number of temperatures must"),
+    ("--steps_lengths=5,2", "--steps_lengths must increase"),
+    ("--ensemble=3", "--ensemble: an ensemble of 3 checkpoints up to step 20 needs 2 earlier"),
+  ):
+    result = launch("evaluate", f"--workdir={trained}", flag, env=env, check=False)
+    assert result.returncode != 0 and message in result.stderr, flag
+    assert "Traceback" not in result.stderr
 
 
 TINY_ATTACKS = [

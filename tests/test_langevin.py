@@ -194,3 +194,23 @@ def test_bad_inputs_raise_clear_errors():
     langevin.sample(jax.random.key(0), lambda x, y=None: jnp.sum(x), jnp.zeros((4, 2)), config)
   with pytest.raises(ValueError, match="mask"):
     langevin.sample(jax.random.key(0), energy, jnp.zeros((4, 2)), config, mask=jnp.ones((3,), bool))
+
+
+@pytest.mark.parametrize("metropolis", [False, True])
+def test_an_ensemble_of_copies_is_the_single_energy_and_steps_take_turns(metropolis):
+  config = langevin.LangevinConfig(
+    num_steps=6, step_size=0.01, noise_scale=0.05, grad_clip=None, metropolis=metropolis
+  )
+  x0 = jax.random.uniform(jax.random.key(0), (4, 2))
+  run = lambda fns: jax.jit(lambda x: langevin.sample_ensemble(jax.random.key(1), fns, x, config))
+  single, _ = jax.jit(lambda x: langevin.sample(jax.random.key(1), gaussian_energy, x, config))(x0)
+  copies, _ = run([gaussian_energy] * 3)(x0)
+  np.testing.assert_array_equal(copies, single)
+  # Two energies whose turns are told apart: step t descends energy t % 2 (no noise, no clip).
+  pull = lambda target: lambda x, y=None: jnp.sum(jnp.square(x - target), axis=1) / 2
+  plain = langevin.LangevinConfig(num_steps=3, step_size=0.5, noise_scale=0.0, grad_clip=None)
+  x, _ = langevin.sample_ensemble(jax.random.key(2), [pull(0.0), pull(1.0)], x0, plain)
+  expected = ((x0 * 0.5) * 0.5 + 0.5) * 0.5  # halfway to 0, to 1, to 0
+  np.testing.assert_allclose(x, expected, rtol=1e-6)
+  with pytest.raises(ValueError, match="at least one energy"):
+    langevin.sample_ensemble(jax.random.key(2), [], x0, plain)

@@ -23,10 +23,12 @@ from jebm.eval.judge import judge_accuracy, judge_config, judge_features, judge_
 from jebm.eval.judge_cache import CACHE_SUBDIR, judge_cache_path, load_judge
 from jebm.eval.judge_cache import load_or_train_judge, save_judge
 from jebm.eval.judge_training import train_judge
+from jebm.eval.likelihood import LikelihoodConfig
 from jebm.eval.ood import SYNTHETIC_SETS, auroc_row, check_ood_spec, load_ood_set, ood_benchmark
 from jebm.eval.ood import ood_scores_fn, synthetic_ood_set
 from jebm.eval.generation import sample_quality
 from jebm.eval.restore import CORRUPTIONS, RestoreConfig, corrupt, restore_images
 from jebm.eval.restore import restore_unknown_label
 from jebm.eval.robustness import RobustnessConfig, robustness_report
+from jebm.eval.steps import StepsConfig, distinct_neighbour_fraction, within_class_distance
 from jebm.eval.tasks import ON_REQUEST, TASKS, check_tasks, default_tasks

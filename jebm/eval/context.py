@@ -4,7 +4,7 @@ the task options. ``experiments/evaluate.py`` builds one from its flags; a noteb
 import dataclasses
 import functools
 import os
-from typing import TYPE_CHECKING, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -14,8 +14,10 @@ from jebm.energy import EnergyFn
 from jebm.train import TrainState
 
 if TYPE_CHECKING:
+  from jebm.eval.likelihood import LikelihoodConfig
   from jebm.eval.restore import RestoreConfig
   from jebm.eval.robustness import RobustnessConfig
+  from jebm.eval.steps import StepsConfig
 
 
 @dataclasses.dataclass
@@ -37,6 +39,10 @@ class EvalContext:
     robustness: settings of the robustness task (None = ``RobustnessConfig()``).
     softmax_workdir: the robustness task's softmax baseline checkpoint (None = no such curve).
     restore: settings of the restore task (None = ``RestoreConfig()``).
+    steps: settings of the steps task (None = ``StepsConfig()``).
+    likelihood: settings of the likelihood task (None = ``LikelihoodConfig()``).
+    ensemble: {checkpoint step: variables} of earlier checkpoints whose energies take turns with
+      the state's in sample_quality's chains (``jebm.generate.historical_ensemble``); {} = none.
   """
 
   state: TrainState
@@ -54,6 +60,9 @@ class EvalContext:
   robustness: Optional["RobustnessConfig"] = None
   softmax_workdir: Optional[str] = None
   restore: Optional["RestoreConfig"] = None
+  steps: Optional["StepsConfig"] = None
+  likelihood: Optional["LikelihoodConfig"] = None
+  ensemble: Dict[int, Any] = dataclasses.field(default_factory=dict)
   _cache: Dict[str, object] = dataclasses.field(default_factory=dict, repr=False)
 
   @functools.cached_property

@@ -108,13 +108,15 @@ def _samples(ctx: EvalContext, init: str):
     labels=labels,
     num_steps=ctx.langevin_steps,
     init=init,
+    ensemble=tuple(ctx.ensemble.values()),
   )
   return np.asarray(samples), None if labels is None else np.asarray(labels)
 
 
 def evaluate(ctx: EvalContext) -> dict:
-  """The ``sample_quality`` task: for each of ``ctx.init``, samples, a PNG grid of up to 100 of
-  them sorted by class (``samples_<init>.png``), and the judge's verdict."""
+  """The ``sample_quality`` task: for each of ``ctx.init``, samples (chains cycle through the
+  energies of ``ctx.ensemble`` too, when it holds checkpoints), a PNG grid of up to 100 of them
+  sorted by class (``samples_<init>.png``), and the judge's verdict."""
   judge, judge_test_accuracy = ctx.judge()
   feature_fn = load_feature_fn(ctx.feature_fn) if ctx.feature_fn else None
   real = ctx.test_split()["image"]
@@ -131,5 +133,7 @@ def evaluate(ctx: EvalContext) -> dict:
       **sample_quality(samples, labels, real, judge, feature_fn=feature_fn, seed=ctx.seed),
       "judge_test_accuracy": judge_test_accuracy,
       "langevin_steps": ctx.langevin_steps or ctx.config.eval_langevin_steps,
+      "ensemble_checkpoints": [int(ctx.state.step), *ctx.ensemble],
+      "parameter_average": bool(ctx.config.ema_decay),
     }
   return report

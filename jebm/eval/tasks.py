@@ -5,7 +5,7 @@ written to ``report.json[name]`` by ``experiments/evaluate.py``. A new evaluatio
 from typing import Callable, Dict, Tuple
 
 from jebm.config import Config
-from jebm.eval import classify, generation, histograms, ood, restore, robustness
+from jebm.eval import classify, generation, histograms, likelihood, ood, restore, robustness, steps
 from jebm.eval.context import EvalContext
 
 Task = Callable[[EvalContext], dict]
@@ -17,10 +17,12 @@ TASKS: Dict[str, Task] = {
   "ood": ood.evaluate,
   "robustness": robustness.evaluate,
   "restore": restore.evaluate,
+  "steps": steps.evaluate,
+  "likelihood": likelihood.evaluate,
 }
 
 # Tasks run only when asked for by name (they take minutes to tens of minutes on MNIST on a CPU).
-ON_REQUEST = ("robustness", "restore")
+ON_REQUEST = ("robustness", "restore", "steps", "likelihood")
 
 # What a task needs of the model: (test on its Config, what to say when it fails).
 REQUIREMENTS = {
@@ -31,6 +33,10 @@ REQUIREMENTS = {
     "a conditional model (num_classes > 0) of image data [H, W, C]",
   ),
   "sample_quality": (
+    lambda c: len(c.example_shape) == 3,
+    "image data [H, W, C] (a judge classifier scores the samples)",
+  ),
+  "steps": (
     lambda c: len(c.example_shape) == 3,
     "image data [H, W, C] (a judge classifier scores the samples)",
   ),

@@ -1,0 +1,252 @@
+"""Adaptive computation time, measured: sample quality and diversity against the chain length.
+
+The ``steps`` task runs the model's evaluation sampler from noise (per-class chains) and from the
+replay buffer, and scores the chains after each length in ``StepsConfig.lengths`` (one chain per
+sample, continued from one length to the next, so the longest length costs what it says): judge
+accuracy on the conditioned label, FID and KID on judge features, diversity (mean pairwise
+judge-feature distance within a class, and the fraction of distinct nearest training images) and
+mean energy. Held-out training images are scored the same way, as the reference row (e.g. the FID
+of two real sets of this size).
+
+It also runs ``jebm.langevin.sample_adaptive`` from noise (each chain stops when its energy
+settles) and compares it with fixed-length chains of the same mean number of steps from the same
+starts.
+"""
+
+import dataclasses
+import math
+import time
+from typing import Tuple
+
+import jax
+import numpy as np
+
+from jebm import config as config_lib
+from jebm import generate, langevin, viz
+from jebm.eval.context import EvalContext
+from jebm.eval.generation import sample_quality
+from jebm.eval.judge import judge_features, judge_logits
+
+CHAINS_PER_CALL = 250  # chains per compiled sampler call (bounded memory)
+NEIGHBOUR_POOL = 10000  # training images (at most) searched for each sample's nearest neighbour
+
+
+@dataclasses.dataclass(frozen=True)
+class StepsConfig:
+  """Settings of the steps task (flag ``--steps_<field>``); validated on construction.
+
+  Attributes:
+    lengths: chain lengths at which samples are scored, increasing.
+    num_samples: chains per start kind (a multiple of the number of classes is kept for
+      conditional models: num_samples // K per class).
+    adaptive_tol: ``sample_adaptive``'s energy-change threshold (energy units).
+    adaptive_window: steps over which that change is measured.
+  """
+
+  lengths: Tuple[int, ...] = (10, 20, 50, 100, 200, 500, 1000)
+  num_samples: int = 500
+  adaptive_tol: float = 1e-3
+  adaptive_window: int = 10
+
+  def __post_init__(self):
+    object.__setattr__(self, "lengths", tuple(self.lengths))
+    if not self.lengths or any(
+      isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in self.lengths
+    ):
+      raise ValueError(f"lengths must be ints >= 1, got {self.lengths}")
+    if list(self.lengths) != sorted(set(self.lengths)):
+      raise ValueError(f"lengths must increase, got {self.lengths}")
+    for name in ("num_samples", "adaptive_window"):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+        raise ValueError(f"{name} must be an int >= 2, got {value!r}")
+    tol = self.adaptive_tol
+    if isinstance(tol, bool) or not (isinstance(tol, (int, float)) and 0 < tol < math.inf):
+      raise ValueError(f"adaptive_tol must be a finite number > 0, got {tol!r}")
+
+
+def within_class_distance(features, groups) -> float:
+  """Mean Euclidean distance between the features [N, D] of two different examples of the same
+  group (groups [N] ints), over all such pairs: low = samples of a class look alike."""
+  features, groups = np.asarray(features, np.float64), np.asarray(groups)
+  total, pairs = 0.0, 0
+  for g in np.unique(groups):
+    f = features[groups == g]
+    if len(f) < 2:
+      continue
+    sq = np.sum(f**2, 1)
+    d = np.sqrt(np.maximum(sq[:, None] + sq[None] - 2 * f @ f.T, 0.0))
+    total, pairs = total + d.sum(), pairs + len(f) * (len(f) - 1)
+  return total / pairs if pairs else float("nan")
+
+
+def distinct_neighbour_fraction(images, pool) -> float:
+  """The number of distinct nearest images (pixel L2) in ``pool`` [M, ...] of ``images`` [N, ...],
+  over N: 1 = every sample has its own nearest training image, 1/N = all share one."""
+  a = np.asarray(images, np.float32).reshape(len(images), -1)
+  b = np.asarray(pool, np.float32).reshape(len(pool), -1)
+  d = np.sum(b**2, 1)[None] - 2 * a @ b.T  # |a|^2 is the same along each row
+  return len(np.unique(d.argmin(1))) / len(a)
+
+
+def _scores(ctx, samples, labels, real, pool, energies) -> dict:
+  judge, _ = ctx.judge()
+  quality = sample_quality(samples, labels, real, judge, kid_num_subsets=20, seed=ctx.seed)
+  groups = labels if labels is not None else np.asarray(judge_logits(judge, samples)).argmax(1)
+  keep = ("judge_accuracy", "fid_judge", "kid_judge_mean", "kid_judge_std", "judge_class_entropy")
+  return {
+    **{k: quality[k] for k in keep if k in quality},
+    "within_class_feature_distance": within_class_distance(judge_features(judge, samples), groups),
+    "distinct_nearest_train_fraction": distinct_neighbour_fraction(samples, pool),
+    "mean_energy": float(np.mean(energies)),
+  }
+
+
+def _sampler(ctx, num_steps):
+  return config_lib.langevin_config(ctx.config, num_steps)
+
+
+def _run_chunks(fn, *arrays):
+  """``fn`` over chunks of CHAINS_PER_CALL rows of ``arrays`` (None passes through)."""
+  n = len(arrays[0])
+  outs = []
+  for start in range(0, n, CHAINS_PER_CALL):
+    chunk = [None if a is None else a[start : start + CHAINS_PER_CALL] for a in arrays]
+    outs.append(jax.device_get(fn(start // CHAINS_PER_CALL, *chunk)))
+  return jax.tree.map(lambda *parts: np.concatenate(parts), *outs)
+
+
+def _curves(ctx, settings, init, real, pool, key):
+  config, energy_fn = ctx.config, ctx.energy_fn
+  k = ctx.num_classes or 1
+  num = settings.num_samples // k * k
+  labels = generate.class_labels(config, num // k) if init == "noise" else None
+  x, y = generate.chain_starts(jax.random.fold_in(key, 0), ctx.state, config, num, init, labels)
+  y = None if y is None else np.asarray(y)
+  per_length, done = {}, 0
+  for length in settings.lengths:
+    segment = jax.jit(
+      lambda i, x_, y_: langevin.sample(
+        jax.random.fold_in(jax.random.fold_in(key, length), i), energy_fn, x_,
+        _sampler(ctx, length - done), y=y_,
+      )[0]
+    )  # fmt: skip
+    begin = time.time()
+    x = _run_chunks(segment, np.asarray(x), y)
+    seconds = time.time() - begin
+    done = length
+    energies = _run_chunks(jax.jit(lambda i, x_, y_: energy_fn(x_, y_)), x, y)
+    per_length[str(length)] = {
+      **_scores(ctx, x, y, real, pool, energies),
+      "segment_seconds": seconds,
+    }
+    if init == "noise":
+      per_length[str(length)]["_shown"] = x[:: max(1, num // 10)][:10]
+  return per_length
+
+
+def _adaptive(ctx, settings, real, pool, key) -> dict:
+  """sample_adaptive from noise against fixed chains of its mean length, from the same starts."""
+  config, energy_fn = ctx.config, ctx.energy_fn
+  k = ctx.num_classes or 1
+  num = settings.num_samples // k * k
+  labels = generate.class_labels(config, num // k)
+  x0, y = generate.chain_starts(jax.random.fold_in(key, 0), ctx.state, config, num, "noise", labels)
+  y = None if y is None else np.asarray(y)
+  max_steps = settings.lengths[-1]
+  adaptive = jax.jit(
+    lambda i, x_, y_: langevin.sample_adaptive(
+      jax.random.fold_in(key, i), energy_fn, x_, _sampler(ctx, max_steps),
+      tol=settings.adaptive_tol, max_steps=max_steps, window=settings.adaptive_window, y=y_,
+    )
+  )  # fmt: skip
+  begin = time.time()
+  x, info = _run_chunks(adaptive, np.asarray(x0), y)
+  adaptive_seconds = time.time() - begin
+  steps = np.asarray(info.num_steps)
+  mean_steps = max(1, int(round(steps.mean())))
+  fixed = jax.jit(
+    lambda i, x_, y_: langevin.sample(
+      jax.random.fold_in(key, i), energy_fn, x_, _sampler(ctx, mean_steps), y=y_
+    )[0]
+  )
+  begin = time.time()
+  x_fixed = _run_chunks(fixed, np.asarray(x0), y)
+  fixed_seconds = time.time() - begin
+  energy = jax.jit(lambda i, x_, y_: energy_fn(x_, y_))
+  viz.save_histograms(
+    ctx.path("steps_adaptive.png"),
+    {"steps per chain (sample_adaptive)": steps},
+    title=f"sample_adaptive from noise: tol {settings.adaptive_tol:g}, max {max_steps} steps",
+    xlabel="Langevin steps",
+  )
+  return {
+    "steps_mean": float(steps.mean()),
+    "steps_quantiles": {str(q): float(np.quantile(steps, q)) for q in (0.1, 0.5, 0.9)},
+    "steps_max": int(steps.max()),
+    "fraction_at_max_steps": float(np.mean(steps >= max_steps)),
+    "adaptive": {
+      **_scores(ctx, x, y, real, pool, _run_chunks(energy, x, y)),
+      "seconds": adaptive_seconds,
+    },
+    "fixed_same_mean_steps": {
+      **_scores(ctx, x_fixed, y, real, pool, _run_chunks(energy, x_fixed, y)),
+      "num_steps": mean_steps,
+      "seconds": fixed_seconds,
+    },
+  }
+
+
+def evaluate(ctx: EvalContext) -> dict:
+  """The ``steps`` task (see the module docstring). Writes ``steps_<metric>.png`` curves, a grid
+  ``steps_samples.png`` (one row per length, chains from noise) and ``steps_adaptive.png``.
+
+  Returns:
+    {"real": scores of held-out training images, "<init>": {"<length>": scores}, "adaptive": ...,
+    "settings": ...}; scores hold judge_accuracy (conditional models), fid_judge, kid_judge_mean/
+    std, judge_class_entropy, within_class_feature_distance, distinct_nearest_train_fraction,
+    mean_energy.
+  """
+  settings: StepsConfig = ctx.steps or StepsConfig()
+  key = jax.random.key(ctx.seed)
+  real = ctx.split("test", settings.num_samples)["image"]
+  # The reference row: training images scored like samples (against the same test images, as
+  # many of them as samples), and the neighbour pool: the training images before them.
+  train = ctx.split("train", NEIGHBOUR_POOL + settings.num_samples)
+  n = min(settings.num_samples, len(train["image"]) // 2)
+  pool, reference = train["image"][:-n], train["image"][-n:]
+  labels = train["label"][-n:] if ctx.num_classes else None
+  energies = _run_chunks(jax.jit(lambda i, x_, y_: ctx.energy_fn(x_, y_)), reference, labels)
+  report = {"real": _scores(ctx, reference, labels, real, pool, energies)}
+  for i, init in enumerate(ctx.init):
+    report[init] = _curves(ctx, settings, init, real, pool, jax.random.fold_in(key, i + 1))
+  report["adaptive"] = _adaptive(ctx, settings, real, pool, jax.random.fold_in(key, 99))
+  report["settings"] = dataclasses.asdict(settings)
+  _plots(ctx, report, settings.lengths)
+  return report
+
+
+def _plots(ctx: EvalContext, report: dict, lengths) -> None:
+  inits = [i for i in ctx.init if i in report]
+  metrics = ("judge_accuracy", "fid_judge", "within_class_feature_distance", "mean_energy")
+  for metric in metrics:
+    curves = {
+      f"from {init}": (list(lengths), [report[init][str(n)][metric] for n in lengths])
+      for init in inits
+      if metric in report[init][str(lengths[0])]
+    }
+    if curves:
+      curves[f"held-out training images: {report['real'][metric]:.3g}"] = (
+        [lengths[0], lengths[-1]], [report["real"][metric]] * 2
+      )  # fmt: skip
+      viz.save_curves(
+        ctx.path(f"steps_{metric}.png"), curves, title=f"{metric} against chain length",
+        xlabel="Langevin steps", ylabel=metric, log_x=True,
+      )  # fmt: skip
+  if "noise" in report:
+    rows = [report["noise"][str(n)].pop("_shown") for n in lengths]
+    viz.save_png(
+      ctx.path("steps_samples.png"),
+      viz.image_grid(np.concatenate(rows), ncol=len(rows[0])),
+      scale=viz.readable_scale(rows[0].shape[1]),
+    )
