@@ -15,10 +15,8 @@ from absl import logging as absl_logging
 from jebm import checkpoint
 from jebm import config as config_lib
 from jebm.config import Config
-from jebm.xla_flags import use_fast_cpu_flags
 
 FLAGS = flags.FLAGS
-use_fast_cpu_flags()  # before the launchers' first computation: XLA reads XLA_FLAGS only then
 
 flags.DEFINE_string("workdir", None, "Folder that holds everything of the run.", required=True)
 flags.DEFINE_string(

@@ -74,18 +74,36 @@ def test_use_fast_cpu_flags_keeps_user_values(monkeypatch):
   assert xla_flags.use_fast_cpu_flags() == value  # idempotent
 
 
-def test_fast_cpu_flags_are_accepted_by_xla():
-  """XLA aborts on an unknown flag at backend start-up: run one computation with them set."""
+def test_import_jebm_sets_the_flags_and_xla_accepts_them():
+  """In a fresh process, ``import jebm`` alone sets the options; XLA aborts on an unknown flag at
+  backend start-up, so one computation checks that it accepts them."""
   code = (
-    "import jebm, jax.numpy as jnp; jebm.xla_flags.use_fast_cpu_flags();"
+    "import os, jebm, jax.numpy as jnp; print(os.environ['XLA_FLAGS']);"
     "print(float(jnp.ones((4, 4)).sum()))"
   )
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", xla_flags.OPT_OUT)}
   out = subprocess.run(
     [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
   )
   assert out.returncode == 0, out.stderr[-2000:]
-  assert out.stdout.strip() == "16.0"
+  flags_line, total = out.stdout.strip().splitlines()
+  assert flags_line == " ".join(xla_flags._flag(k, v) for k, v in xla_flags.FAST_CPU_OPTIONS.items())
+  assert total == "16.0"
+
+
+def test_apply_on_import_opts_out_and_warns_when_too_late(monkeypatch):
+  monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+  monkeypatch.setenv(xla_flags.OPT_OUT, "1")
+  xla_flags.apply_on_import()
+  assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=2"
+  monkeypatch.delenv(xla_flags.OPT_OUT)
+  jnp.ones(1).block_until_ready()  # JAX's backend has started: setting the flags changes nothing
+  with pytest.warns(UserWarning, match="imported after JAX's first computation"):
+    xla_flags.apply_on_import()
+  assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=2"
+  monkeypatch.setattr(xla_flags, "_backends_started", lambda: False)
+  xla_flags.apply_on_import()
+  assert "--xla_cpu_use_onednn=true" in os.environ["XLA_FLAGS"]
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c[-1] > 1] + [CASES[4]])
