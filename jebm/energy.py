@@ -9,6 +9,8 @@ from typing import Any, Callable, Optional, Protocol
 import jax
 import jax.numpy as jnp
 
+from jebm import ops
+
 
 class EnergyFn(Protocol):
   """``energy_fn(x, y=None) -> energies``: x [B, ...], y [B, ...] or None, energies [B]."""
@@ -54,8 +56,11 @@ def energy_and_grad(energy_fn: EnergyFn, x: jax.Array, y: Optional[jax.Array] = 
   """Energies [B] and their gradients with respect to x, [B, ...].
 
   Examples do not interact in an energy fn, so the gradient of the summed energy is the batch of
-  per-example gradients.
+  per-example gradients. On the CPU the energy's convolutions get jebm's fast input gradient
+  (``jebm.ops.with_fast_convs``), whatever layers the model uses.
   """
+  if jax.default_backend() == "cpu":
+    energy_fn = ops.with_fast_convs(energy_fn)
 
   def total(x_):
     e = check_energies(energy_fn(x_, y), x_)

@@ -17,6 +17,11 @@ gradient as:
 Values and gradients equal ``lax.conv_general_dilated``'s up to float rounding (NHWC/HWIO,
 'SAME' padding); reverse-over-reverse differentiation (the KL-through-sampler term) works;
 forward-mode (``jax.jvp``) does not, as for any ``jax.custom_vjp``.
+
+``with_fast_convs(fn)`` gives any function the same input gradient: it re-evaluates ``fn``'s
+traced graph with each such convolution (e.g. of ``flax.linen.Conv``) run as ``conv2d``. jebm's
+samplers apply it on the CPU (``jebm.energy.energy_and_grad``), so a user's plain Flax energy
+needs no jebm layer to sample fast.
 """
 
 import functools
@@ -25,6 +30,7 @@ from typing import Tuple
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.extend.core import Literal
 
 _DIMS = ("NHWC", "HWIO", "NHWC")
 _COL2IM_MAX_TAPS = 32
@@ -122,3 +128,75 @@ def _conv2d_bwd(stride, residuals, dy):
 
 
 conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
+
+
+def _same_2d_stride(eqn, x, kernel):
+  """The stride when a ``conv_general_dilated`` equation is a 2-D NHWC/HWIO 'SAME' convolution
+  with a square kernel, equal strides, no dilation and one group (what ``conv2d`` computes);
+  else None."""
+  p = eqn.params
+  dims = p["dimension_numbers"]
+  if (
+    x.ndim != 4
+    or (dims.lhs_spec, dims.rhs_spec, dims.out_spec) != ((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))
+    or p["feature_group_count"] != 1
+    or p["batch_group_count"] != 1
+    or tuple(p["lhs_dilation"]) != (1, 1)
+    or tuple(p["rhs_dilation"]) != (1, 1)
+    or kernel.shape[0] != kernel.shape[1]
+    or p["window_strides"][0] != p["window_strides"][1]
+    or p.get("preferred_element_type") not in (None, x.dtype)
+    or x.dtype != kernel.dtype
+  ):
+    return None
+  stride = int(p["window_strides"][0])
+  same = tuple(_same_padding(n, kernel.shape[0], stride)[1] for n in x.shape[1:3])
+  return stride if tuple(map(tuple, p["padding"])) == same else None
+
+
+def _eval_swapping_convs(jaxpr, consts, args):
+  """Evaluates ``jaxpr`` like ``jax.core.eval_jaxpr``, with every convolution that ``conv2d``
+  computes (see ``_same_2d_stride``) run as ``conv2d``, also inside nested ``jit``s."""
+  env = {}
+  read = lambda v: v.val if isinstance(v, Literal) else env[v]
+  env.update(zip(jaxpr.constvars, consts))
+  env.update(zip(jaxpr.invars, args))
+  for eqn in jaxpr.eqns:
+    values = [read(v) for v in eqn.invars]
+    name = eqn.primitive.name
+    stride = _same_2d_stride(eqn, *values) if name == "conv_general_dilated" else None
+    if stride is not None:
+      out = [conv2d(values[0], values[1], stride)]
+    elif name in ("pjit", "jit"):
+      inner = eqn.params["jaxpr"]
+      out = _eval_swapping_convs(inner.jaxpr, inner.consts, values)
+    else:
+      out = eqn.primitive.bind(*values, **eqn.primitive.get_bind_params(eqn.params))
+      out = out if eqn.primitive.multiple_results else [out]
+    env.update(zip(eqn.outvars, out))
+  return [read(v) for v in jaxpr.outvars]
+
+
+def with_fast_convs(fn):
+  """``fn`` with the fast convolution input gradient of ``conv2d`` wherever its traced graph has
+  a convolution that ``conv2d`` computes (2-D NHWC/HWIO 'SAME', square kernel, equal strides, no
+  dilation, one group: e.g. ``flax.linen.Conv(..., padding="SAME")``), so that a user's plain
+  Flax energy samples as fast as jebm's own layers. Values are the same up to float rounding;
+  other convolutions and operations run as they are. jebm's samplers apply it to the energy
+  when they differentiate it on the CPU (``jebm.energy.energy_and_grad``).
+
+  Args:
+    fn: a function of arrays (any pytrees), e.g. an energy fn ``E(x, y) -> [B]``.
+
+  Returns:
+    A function with ``fn``'s signature and outputs (reverse-mode differentiable; like
+    ``conv2d``, not forward-mode).
+  """
+
+  @functools.wraps(fn)
+  def swapped(*args):
+    closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*args)
+    out = _eval_swapping_convs(closed.jaxpr, closed.consts, jax.tree.leaves(args))
+    return jax.tree.unflatten(jax.tree.structure(out_shape), out)
+
+  return swapped

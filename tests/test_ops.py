@@ -8,8 +8,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import flax.linen as nn
 
 from jebm import ops, xla_flags
+from jebm.energy import energy_and_grad, from_model
 
 # (height, width, c_in, c_out, kernel, stride): strided (phase path; odd and even sizes, padding
 # on one or both sides), stride-1 stems (col2im path), stride-1 wide layers (XLA's transpose).
@@ -87,7 +89,9 @@ def test_import_jebm_sets_the_flags_and_xla_accepts_them():
   )
   assert out.returncode == 0, out.stderr[-2000:]
   flags_line, total = out.stdout.strip().splitlines()
-  assert flags_line == " ".join(xla_flags._flag(k, v) for k, v in xla_flags.FAST_CPU_OPTIONS.items())
+  assert flags_line == " ".join(
+    xla_flags._flag(k, v) for k, v in xla_flags.FAST_CPU_OPTIONS.items()
+  )
   assert total == "16.0"
 
 
@@ -115,3 +119,30 @@ def test_col2im_input_grad_matches_lax_for_any_stride(case):
   want = jax.vjp(lambda a: ops.xla_conv(a, kernel, stride), x)[1](dy)[0]
   got = ops._col2im_input_grad(dy, kernel, x.shape, stride)
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_with_fast_convs_swaps_a_plain_flax_models_same_convolutions():
+  class Plain(nn.Module):
+    @nn.compact
+    def __call__(self, x, y=None):
+      h = nn.swish(nn.Conv(8, (3, 3), padding="SAME")(x))
+      h = nn.swish(nn.Conv(8, (3, 3), strides=(2, 2), padding="SAME")(h))
+      h = nn.swish(nn.Conv(8, (3, 3), strides=(2, 2), padding="VALID")(h))  # left as it is
+      return nn.Dense(1)(jnp.mean(h, axis=(1, 2)))[:, 0]
+
+  x = jax.random.uniform(jax.random.key(0), (3, 12, 12, 1))
+  model = Plain()
+  plain = from_model(model.apply, model.init(jax.random.key(1), x))
+  fast = ops.with_fast_convs(plain)
+  np.testing.assert_allclose(fast(x), plain(x), rtol=1e-6)
+  grad = lambda fn: jax.grad(lambda x_: jnp.sum(fn(x_)))
+  np.testing.assert_allclose(grad(fast)(x), grad(plain)(x), rtol=1e-4, atol=1e-7)
+  np.testing.assert_allclose(energy_and_grad(plain, x)[1], grad(plain)(x), rtol=1e-4, atol=1e-7)
+  # XLA's strided input gradient dilates the cotangent; the swapped SAME one does not.
+  dilated = lambda fn: str(jax.make_jaxpr(grad(fn))(x)).count("lhs_dilation=(2, 2)")
+  assert (dilated(plain), dilated(fast)) == (2, 1)
+  # Under jit and vmap, and differentiated twice (the KL term differentiates through a chain).
+  np.testing.assert_allclose(jax.jit(fast)(x), plain(x), rtol=1e-6)
+  np.testing.assert_allclose(jax.vmap(lambda xi: fast(xi[None])[0])(x), plain(x), rtol=1e-6)
+  twice = lambda fn: jax.grad(lambda x_: jnp.sum(grad(fn)(x_) ** 2))(x)
+  np.testing.assert_allclose(twice(fast), twice(plain), rtol=1e-3, atol=1e-6)
