@@ -91,7 +91,11 @@ def distinct_neighbour_fraction(images, pool) -> float:
 
 def _scores(ctx, samples, labels, real, pool, energies) -> dict:
   judge, _ = ctx.judge()
-  quality = sample_quality(samples, labels, real, judge, kid_num_subsets=20, seed=ctx.seed)
+  # KID on 20 subsets of half the samples, so that its spread over subsets means something.
+  quality = sample_quality(
+    samples, labels, real, judge, kid_subset_size=max(2, len(samples) // 2), kid_num_subsets=20,
+    seed=ctx.seed,
+  )  # fmt: skip
   groups = labels if labels is not None else np.asarray(judge_logits(judge, samples)).argmax(1)
   keep = ("judge_accuracy", "fid_judge", "kid_judge_mean", "kid_judge_std", "judge_class_entropy")
   return {
