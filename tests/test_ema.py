@@ -79,9 +79,11 @@ def test_generating_with_an_ensemble_of_identical_checkpoints_is_the_single_mode
   )
   state = config_lib.create_state(config)
   labels = jnp.arange(6) % 10
-  run = lambda ensemble: generate.generate(
-    jax.random.key(3), state, config, num=6, num_steps=2, labels=labels, ensemble=ensemble
-  )[0]
+  run = jax.jit(
+    lambda ensemble: generate.generate(
+      jax.random.key(3), state, config, num=6, num_steps=2, labels=labels, ensemble=ensemble
+    )[0]
+  )
   variables = generate.sampling_variables(state, config)
   np.testing.assert_array_equal(run((variables, variables)), run(()))
   other = state.variables(jax.tree.map(lambda p: p * 1.5, state.params))

@@ -130,7 +130,7 @@ def test_with_fast_convs_swaps_a_plain_flax_models_same_convolutions():
       h = nn.swish(nn.Conv(8, (3, 3), strides=(2, 2), padding="VALID")(h))  # left as it is
       return nn.Dense(1)(jnp.mean(h, axis=(1, 2)))[:, 0]
 
-  x = jax.random.uniform(jax.random.key(0), (3, 12, 12, 1))
+  x = jax.random.uniform(jax.random.key(0), (2, 8, 8, 1))
   model = Plain()
   plain = from_model(model.apply, model.init(jax.random.key(1), x))
   fast = ops.with_fast_convs(plain)

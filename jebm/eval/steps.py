@@ -110,6 +110,19 @@ def _sampler(ctx, num_steps):
   return config_lib.langevin_config(ctx.config, num_steps)
 
 
+def _starts(ctx, settings, init, key):
+  """num_samples // K * K chain starts (per-class labels from noise) and their labels or None."""
+  k = ctx.num_classes or 1
+  num = settings.num_samples // k * k
+  labels = generate.class_labels(ctx.config, num // k) if init == "noise" else None
+  x, y = generate.chain_starts(key, ctx.state, ctx.config, num, init, labels)
+  return np.asarray(x), None if y is None else np.asarray(y)
+
+
+def _energies(ctx, x, y):
+  return _run_chunks(jax.jit(lambda i, x_, y_: ctx.energy_fn(x_, y_)), x, y)
+
+
 def _run_chunks(fn, *arrays):
   """``fn`` over chunks of CHAINS_PER_CALL rows of ``arrays`` (None passes through)."""
   n = len(arrays[0])
@@ -121,12 +134,8 @@ def _run_chunks(fn, *arrays):
 
 
 def _curves(ctx, settings, init, real, pool, key):
-  config, energy_fn = ctx.config, ctx.energy_fn
-  k = ctx.num_classes or 1
-  num = settings.num_samples // k * k
-  labels = generate.class_labels(config, num // k) if init == "noise" else None
-  x, y = generate.chain_starts(jax.random.fold_in(key, 0), ctx.state, config, num, init, labels)
-  y = None if y is None else np.asarray(y)
+  energy_fn = ctx.energy_fn
+  x, y = _starts(ctx, settings, init, jax.random.fold_in(key, 0))
   per_length, done = {}, 0
   for length in settings.lengths:
     segment = jax.jit(
@@ -136,27 +145,22 @@ def _curves(ctx, settings, init, real, pool, key):
       )[0]
     )  # fmt: skip
     begin = time.time()
-    x = _run_chunks(segment, np.asarray(x), y)
+    x = _run_chunks(segment, x, y)
     seconds = time.time() - begin
     done = length
-    energies = _run_chunks(jax.jit(lambda i, x_, y_: energy_fn(x_, y_)), x, y)
     per_length[str(length)] = {
-      **_scores(ctx, x, y, real, pool, energies),
-      "segment_seconds": seconds,
+      **_scores(ctx, x, y, real, pool, _energies(ctx, x, y)),
+      "segment_seconds_with_compilation": seconds,
     }
     if init == "noise":
-      per_length[str(length)]["_shown"] = x[:: max(1, num // 10)][:10]
+      per_length[str(length)]["_shown"] = x[:: max(1, len(x) // 10)][:10]
   return per_length
 
 
 def _adaptive(ctx, settings, real, pool, key) -> dict:
   """sample_adaptive from noise against fixed chains of its mean length, from the same starts."""
-  config, energy_fn = ctx.config, ctx.energy_fn
-  k = ctx.num_classes or 1
-  num = settings.num_samples // k * k
-  labels = generate.class_labels(config, num // k)
-  x0, y = generate.chain_starts(jax.random.fold_in(key, 0), ctx.state, config, num, "noise", labels)
-  y = None if y is None else np.asarray(y)
+  energy_fn = ctx.energy_fn
+  x0, y = _starts(ctx, settings, "noise", jax.random.fold_in(key, 0))
   max_steps = settings.lengths[-1]
   adaptive = jax.jit(
     lambda i, x_, y_: langevin.sample_adaptive(
@@ -165,7 +169,7 @@ def _adaptive(ctx, settings, real, pool, key) -> dict:
     )
   )  # fmt: skip
   begin = time.time()
-  x, info = _run_chunks(adaptive, np.asarray(x0), y)
+  x, info = _run_chunks(adaptive, x0, y)
   adaptive_seconds = time.time() - begin
   steps = np.asarray(info.num_steps)
   mean_steps = max(1, int(round(steps.mean())))
@@ -175,9 +179,8 @@ def _adaptive(ctx, settings, real, pool, key) -> dict:
     )[0]
   )
   begin = time.time()
-  x_fixed = _run_chunks(fixed, np.asarray(x0), y)
+  x_fixed = _run_chunks(fixed, x0, y)
   fixed_seconds = time.time() - begin
-  energy = jax.jit(lambda i, x_, y_: energy_fn(x_, y_))
   viz.save_histograms(
     ctx.path("steps_adaptive.png"),
     {"steps per chain (sample_adaptive)": steps},
@@ -190,13 +193,13 @@ def _adaptive(ctx, settings, real, pool, key) -> dict:
     "steps_max": int(steps.max()),
     "fraction_at_max_steps": float(np.mean(steps >= max_steps)),
     "adaptive": {
-      **_scores(ctx, x, y, real, pool, _run_chunks(energy, x, y)),
-      "seconds": adaptive_seconds,
+      **_scores(ctx, x, y, real, pool, _energies(ctx, x, y)),
+      "seconds_with_compilation": adaptive_seconds,
     },
     "fixed_same_mean_steps": {
-      **_scores(ctx, x_fixed, y, real, pool, _run_chunks(energy, x_fixed, y)),
+      **_scores(ctx, x_fixed, y, real, pool, _energies(ctx, x_fixed, y)),
       "num_steps": mean_steps,
-      "seconds": fixed_seconds,
+      "seconds_with_compilation": fixed_seconds,
     },
   }
 
@@ -220,8 +223,7 @@ def evaluate(ctx: EvalContext) -> dict:
   n = min(settings.num_samples, len(train["image"]) // 2)
   pool, reference = train["image"][:-n], train["image"][-n:]
   labels = train["label"][-n:] if ctx.num_classes else None
-  energies = _run_chunks(jax.jit(lambda i, x_, y_: ctx.energy_fn(x_, y_)), reference, labels)
-  report = {"real": _scores(ctx, reference, labels, real, pool, energies)}
+  report = {"real": _scores(ctx, reference, labels, real, pool, _energies(ctx, reference, labels))}
   for i, init in enumerate(ctx.init):
     report[init] = _curves(ctx, settings, init, real, pool, jax.random.fold_in(key, i + 1))
   report["adaptive"] = _adaptive(ctx, settings, real, pool, jax.random.fold_in(key, 99))
