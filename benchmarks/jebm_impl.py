@@ -14,8 +14,12 @@ compilation gets the same options explicitly, so that variants compare inside on
   "jebm -flags -convgrad" both removed: a straightforward jit + fori_loop implementation.
   "jebm bf16"             ``ConvEnergy(dtype=bfloat16)``: bf16 network compute, float32 params,
                           energies and Langevin state.
+  "user flax"             the same network in plain ``flax.linen`` layers
+                          (``benchmarks.swap_conv.PlainFlaxEnergy``), sampled with
+                          ``langevin.sample`` and the options ``import jebm`` sets: a user's model.
 """
 
+import contextlib
 import math
 from typing import Any, Callable, Dict, List, Optional
 
@@ -23,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.swap_conv import SwapConvModel
+from benchmarks.swap_conv import PlainFlaxEnergy, SwapConvModel
 from benchmarks.timing import Task, timed
 from benchmarks.workloads import LEARNING_RATE, Workload
 from jebm import langevin, ops, optim, train
@@ -33,7 +37,8 @@ from jebm.xla_flags import FAST_CPU_OPTIONS
 NO_FLAGS, NO_CONVGRAD = "-flags", "-convgrad"
 TRAIN_IMPLS = ("jebm", f"jebm {NO_FLAGS}", f"jebm {NO_CONVGRAD}", f"jebm {NO_FLAGS} {NO_CONVGRAD}")
 SAMPLE_IMPLS = TRAIN_IMPLS + ("jebm bf16",)
-EXTRA_SAMPLE_IMPLS = (f"jebm bf16 {NO_CONVGRAD}",)
+USER_FLAX = "user flax"
+EXTRA_SAMPLE_IMPLS = (f"jebm bf16 {NO_CONVGRAD}", USER_FLAX)
 MLP_IMPLS = ("jebm", f"jebm {NO_FLAGS}")
 SEED = 0
 MATMUL_SIZE = 2048  # the float32 yardstick: MATMUL_SIZE^2 matrices
@@ -55,6 +60,8 @@ def impls_for(workload: Workload, precision: bool = True, extra: bool = False) -
 def model_for(workload: Workload, impl: str):
   """The energy model of an implementation: the Flax module, or its stand-in with XLA's conv."""
   model = workload.model(jnp.bfloat16 if "bf16" in impl else None)
+  if impl == USER_FLAX:
+    return PlainFlaxEnergy(model.features, model.activation)
   return SwapConvModel(model, ops.xla_conv) if NO_CONVGRAD in impl else model
 
 
@@ -89,6 +96,12 @@ def sample_fn(workload: Workload, impl: str) -> Callable:
   return run
 
 
+def _conv_gradients(impl: str):
+  """XLA's own convolution gradients for the ``-convgrad`` rows: ``jebm.energy.energy_and_grad``
+  would otherwise swap the stand-in model's plain convolutions back to ``jebm.ops.conv2d``."""
+  return ops.xla_conv_gradients() if NO_CONVGRAD in impl else contextlib.nullcontext()
+
+
 def _options(impl: str):
   return None if NO_FLAGS in impl else FAST_CPU_OPTIONS
 
@@ -102,14 +115,15 @@ def sample_task(workload: Workload, impl: str, variables, outputs: Dict[str, Any
   x0, key, compiled = initial_state(workload), jax.random.key(SEED + 3), {}
 
   def prepare():
-    return timed(
-      lambda: compiled.setdefault(
-        "fn",
-        jax.jit(sample_fn(workload, impl))
-        .lower(variables, key, x0)
-        .compile(compiler_options=_options(impl)),
+    with _conv_gradients(impl):
+      return timed(
+        lambda: compiled.setdefault(
+          "fn",
+          jax.jit(sample_fn(workload, impl))
+          .lower(variables, key, x0)
+          .compile(compiler_options=_options(impl)),
+        )
       )
-    )
 
   def run():
     return timed(lambda: outputs.__setitem__(impl, _block(compiled["fn"](variables, key, x0))))
@@ -136,11 +150,12 @@ def train_task(workload: Workload, impl: str, donate: bool = True) -> Task:
     step = jax.jit(
       train.make_train_step(model, optimizer, config), donate_argnums=(0,) if donate else ()
     )
-    return timed(
-      lambda: holder.setdefault(
-        "step", step.lower(holder["state"], batch).compile(compiler_options=_options(impl))
+    with _conv_gradients(impl):
+      return timed(
+        lambda: holder.setdefault(
+          "step", step.lower(holder["state"], batch).compile(compiler_options=_options(impl))
+        )
       )
-    )
 
   def one_step():
     holder["state"], metrics = holder["step"](holder["state"], batch)
@@ -178,7 +193,8 @@ def step_flops_xla(workload: Workload, variables) -> float:
     state = langevin.LangevinState(x, jnp.zeros(x.shape[:1]), jnp.zeros_like(x))
     return langevin.step(rng_key, state, from_model(model.apply, variables), config)[0].x
 
-  compiled = jax.jit(one_step).lower(variables, jax.random.key(0), x).compile()
+  with ops.xla_conv_gradients():
+    compiled = jax.jit(one_step).lower(variables, jax.random.key(0), x).compile()
   analysis = compiled.cost_analysis()
   if isinstance(analysis, (list, tuple)):
     analysis = analysis[0]

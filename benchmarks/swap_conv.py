@@ -4,12 +4,14 @@
 gradient). ``conv_energy_apply`` is ``ConvEnergy.apply`` (unconditional, no spectral norm) with any
 ``conv(x, kernel, stride)`` on the same variables, e.g. ``jebm.ops.xla_conv`` (XLA's own
 gradient: jebm before ``jebm.ops``) or the im2col variants in ``benchmarks.levers``;
-``SwapConvModel`` wraps it so that ``jebm.train`` can use it unchanged.
+``SwapConvModel`` wraps it so that ``jebm.train`` can use it unchanged. ``PlainFlaxEnergy`` is
+the same network as a user would write it in plain Flax layers.
 """
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import jax
+import flax.linen as nn
 import jax.numpy as jnp
 
 from jebm.models import ConvEnergy, get_activation
@@ -61,3 +63,21 @@ class SwapConvModel:
     """Energies [B] float32 of x [B, H, W, C]; update_stats/mutable are accepted and ignored
     (no spectral-norm state)."""
     return conv_energy_apply(self.model, variables, x, y, conv=self.conv, **kwargs)
+
+
+class PlainFlaxEnergy(nn.Module):
+  """What a user writes: ``ConvEnergy``'s unconditional network in plain ``flax.linen.Conv`` and
+  ``Dense`` layers (same variable names and shapes, so it takes ``ConvEnergy``'s variables): jebm's
+  speed on it comes only from ``import jebm`` and ``jebm.ops.with_fast_convs`` in the samplers."""
+
+  features: Sequence[int]
+  activation: str = "swish"
+
+  @nn.compact
+  def __call__(self, x, y=None):
+    act = get_activation(self.activation)
+    h = act(nn.Conv(self.features[0], (3, 3), padding="SAME", name="stem")(x))
+    for i, width in enumerate(self.features):
+      h = act(nn.Conv(width, (3, 3), strides=(2, 2), padding="SAME", name=f"conv_{i}")(h))
+    h = act(nn.Dense(self.features[-1], name="dense")(jnp.mean(h, axis=(1, 2))))
+    return nn.Dense(1, name="energy")(h)[:, 0]

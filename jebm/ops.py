@@ -24,6 +24,7 @@ samplers apply it on the CPU (``jebm.energy.energy_and_grad``), so a user's plai
 needs no jebm layer to sample fast.
 """
 
+import contextlib
 import functools
 from typing import Tuple
 
@@ -177,6 +178,21 @@ def _eval_swapping_convs(jaxpr, consts, args):
   return [read(v) for v in jaxpr.outvars]
 
 
+_SWAP = {"on": True}  # read when a function of with_fast_convs is traced
+
+
+@contextlib.contextmanager
+def xla_conv_gradients():
+  """Within this context, functions of ``with_fast_convs`` traced here keep XLA's own
+  convolution gradients (for ablations, e.g. the benchmark's ``-convgrad`` rows)."""
+  before = _SWAP["on"]
+  _SWAP["on"] = False
+  try:
+    yield
+  finally:
+    _SWAP["on"] = before
+
+
 def with_fast_convs(fn):
   """``fn`` with the fast convolution input gradient of ``conv2d`` wherever its traced graph has
   a convolution that ``conv2d`` computes (2-D NHWC/HWIO 'SAME', square kernel, equal strides, no
@@ -195,6 +211,8 @@ def with_fast_convs(fn):
 
   @functools.wraps(fn)
   def swapped(*args):
+    if not _SWAP["on"]:
+      return fn(*args)
     closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*args)
     out = _eval_swapping_convs(closed.jaxpr, closed.consts, jax.tree.leaves(args))
     return jax.tree.unflatten(jax.tree.structure(out_shape), out)
