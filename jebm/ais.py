@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import log_ndtr
 
-from jebm.energy import EnergyFn, check_energies
+from jebm.energy import EnergyFn, energy_and_grad
 
 TARGET_ACCEPTANCE = 0.65  # HMC's optimal acceptance rate in high dimension (Beskos et al. 2013)
 
@@ -174,13 +174,8 @@ class _Point(NamedTuple):
 
 
 def _point(x, energy_fn, base, y) -> _Point:
-  def total(x_, fn):
-    values = fn(x_)
-    return jnp.sum(values), values
-
-  g0, u0 = jax.grad(total, has_aux=True)(x, base.energy)
-  model = lambda x_: check_energies(energy_fn(x_, y), x_, "AIS energy_fn")
-  ge, e = jax.grad(total, has_aux=True)(x, model)
+  u0, g0 = energy_and_grad(lambda x_, _=None: base.energy(x_), x)
+  e, ge = energy_and_grad(energy_fn, x, y)
   return _Point(x, u0, e, g0, ge)
 
 

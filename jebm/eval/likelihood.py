@@ -25,8 +25,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jebm import ais, viz
+from jebm.data import dequantize
 from jebm.eval.context import EvalContext
 from jebm.eval.energies import energy_table_fn
+from jebm.eval.settings import check_int, check_positive
 
 BASES = ("uniform", "gaussian")
 QUANTISATION_LEVELS = 256  # uint8 images, dequantised as (x + u) / 256 as in training
@@ -67,12 +69,8 @@ class LikelihoodConfig:
     if list(self.temperatures) != sorted(set(self.temperatures)):
       raise ValueError(f"temperatures must increase, got {self.temperatures}")
     for name in ("chains", "leapfrog_steps", "num_images"):
-      value = getattr(self, name)
-      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    beta = self.inverse_temperature
-    if isinstance(beta, bool) or not (isinstance(beta, (int, float)) and 0 < beta < math.inf):
-      raise ValueError(f"inverse_temperature must be a finite number > 0, got {beta!r}")
+      check_int(name, getattr(self, name), 1)
+    check_positive("inverse_temperature", self.inverse_temperature)
     if self.base not in BASES:
       raise ValueError(f"base: unknown base {self.base!r}; known: {BASES}")
 
@@ -83,8 +81,7 @@ def _dequantized(ctx: EvalContext, split: str, limit: Optional[int], key) -> np.
   x = ctx.split(split, limit)["image"]
   if len(ctx.config.example_shape) != 3:
     return x
-  pixels = np.round(x * 255.0)
-  return np.asarray((pixels + jax.random.uniform(key, x.shape)) / QUANTISATION_LEVELS, np.float32)
+  return np.asarray(dequantize(key, np.round(x * 255.0)))
 
 
 def _base(ctx: EvalContext, settings: LikelihoodConfig, key) -> ais.Base:

@@ -38,7 +38,6 @@ test images are would be copies. All randomness derives from the evaluation seed
 import dataclasses
 import functools
 import logging
-import math
 import time
 from typing import Callable, Tuple
 
@@ -50,6 +49,7 @@ import scipy.ndimage
 from jebm import config as config_lib
 from jebm import langevin, replay, viz
 from jebm.energy import EnergyFn
+from jebm.eval.settings import check_int, check_positive
 from jebm.eval.batching import map_keyed_chunks
 from jebm.eval.energies import energy_table_fn
 from jebm.eval.judge import Judge, judge_logits
@@ -98,21 +98,14 @@ class RestoreConfig:
         f"{CORRUPTIONS}"
       )
     for name in ("num_images", "noise_passes", "inpaint_passes", "crossclass_passes"):
-      _check_int(name, getattr(self, name), 1)
-    _check_int("nn_samples_per_class", self.nn_samples_per_class, 1)
-    _check_int("unknown_label_images", self.unknown_label_images, 0)
-    sigma = self.gaussian_sigma
-    if isinstance(sigma, bool) or not (isinstance(sigma, (int, float)) and 0 < sigma < math.inf):
-      raise ValueError(f"gaussian_sigma must be a finite number > 0, got {sigma!r}")
+      check_int(name, getattr(self, name), 1)
+    check_int("nn_samples_per_class", self.nn_samples_per_class, 1)
+    check_int("unknown_label_images", self.unknown_label_images, 0)
+    check_positive("gaussian_sigma", self.gaussian_sigma)
 
   def passes(self, corruption: str) -> int:
     """Sampler passes that restore ``corruption``."""
     return self.inpaint_passes if corruption in INPAINTING else self.noise_passes
-
-
-def _check_int(name, value, low):
-  if isinstance(value, bool) or not isinstance(value, int) or value < low:
-    raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
 
 
 def check_corruption(kind: str) -> None:

@@ -14,7 +14,6 @@ starts.
 """
 
 import dataclasses
-import math
 import time
 from typing import Tuple
 
@@ -25,7 +24,9 @@ from jebm import config as config_lib
 from jebm import generate, langevin, viz
 from jebm.eval.context import EvalContext
 from jebm.eval.generation import sample_quality
+from jebm.eval.batching import map_host_chunks, map_keyed_chunks
 from jebm.eval.judge import judge_features, judge_logits
+from jebm.eval.settings import check_int, check_positive
 
 CHAINS_PER_CALL = 250  # chains per compiled sampler call (bounded memory)
 NEIGHBOUR_POOL = 10000  # training images (at most) searched for each sample's nearest neighbour
@@ -57,12 +58,8 @@ class StepsConfig:
     if list(self.lengths) != sorted(set(self.lengths)):
       raise ValueError(f"lengths must increase, got {self.lengths}")
     for name in ("num_samples", "adaptive_window"):
-      value = getattr(self, name)
-      if isinstance(value, bool) or not isinstance(value, int) or value < 2:
-        raise ValueError(f"{name} must be an int >= 2, got {value!r}")
-    tol = self.adaptive_tol
-    if isinstance(tol, bool) or not (isinstance(tol, (int, float)) and 0 < tol < math.inf):
-      raise ValueError(f"adaptive_tol must be a finite number > 0, got {tol!r}")
+      check_int(name, getattr(self, name), 2)
+    check_positive("adaptive_tol", self.adaptive_tol)
 
 
 def within_class_distance(features, groups) -> float:
@@ -120,17 +117,16 @@ def _starts(ctx, settings, init, key):
 
 
 def _energies(ctx, x, y):
-  return _run_chunks(jax.jit(lambda i, x_, y_: ctx.energy_fn(x_, y_)), x, y)
+  return _chunked(jax.jit(lambda x_, y_=None: ctx.energy_fn(x_, y_)), x, y)
 
 
-def _run_chunks(fn, *arrays):
-  """``fn`` over chunks of CHAINS_PER_CALL rows of ``arrays`` (None passes through)."""
-  n = len(arrays[0])
-  outs = []
-  for start in range(0, n, CHAINS_PER_CALL):
-    chunk = [None if a is None else a[start : start + CHAINS_PER_CALL] for a in arrays]
-    outs.append(jax.device_get(fn(start // CHAINS_PER_CALL, *chunk)))
-  return jax.tree.map(lambda *parts: np.concatenate(parts), *outs)
+def _chunked(fn, x, y, rng_key=None):
+  """A jitted ``fn([key,] x_chunk, y_chunk or None)`` over chunks of CHAINS_PER_CALL chains;
+  chunk i gets the key fold_in(rng_key, i) (``jebm.eval.batching.map_keyed_chunks``)."""
+  arrays = (x,) if y is None else (x, y)
+  if rng_key is None:
+    return map_host_chunks(fn, arrays, batch_size=CHAINS_PER_CALL)
+  return map_keyed_chunks(fn, rng_key, arrays, batch_size=CHAINS_PER_CALL)
 
 
 def _curves(ctx, settings, init, real, pool, key):
@@ -139,13 +135,12 @@ def _curves(ctx, settings, init, real, pool, key):
   per_length, done = {}, 0
   for length in settings.lengths:
     segment = jax.jit(
-      lambda i, x_, y_: langevin.sample(
-        jax.random.fold_in(jax.random.fold_in(key, length), i), energy_fn, x_,
-        _sampler(ctx, length - done), y=y_,
+      lambda key_, x_, y_=None: langevin.sample(
+        key_, energy_fn, x_, _sampler(ctx, length - done), y=y_
       )[0]
-    )  # fmt: skip
+    )
     begin = time.time()
-    x = _run_chunks(segment, x, y)
+    x = _chunked(segment, x, y, jax.random.fold_in(key, length))
     seconds = time.time() - begin
     done = length
     per_length[str(length)] = {
@@ -163,23 +158,23 @@ def _adaptive(ctx, settings, real, pool, key) -> dict:
   x0, y = _starts(ctx, settings, "noise", jax.random.fold_in(key, 0))
   max_steps = settings.lengths[-1]
   adaptive = jax.jit(
-    lambda i, x_, y_: langevin.sample_adaptive(
-      jax.random.fold_in(key, i), energy_fn, x_, _sampler(ctx, max_steps),
+    lambda key_, x_, y_=None: langevin.sample_adaptive(
+      key_, energy_fn, x_, _sampler(ctx, max_steps),
       tol=settings.adaptive_tol, max_steps=max_steps, window=settings.adaptive_window, y=y_,
     )
   )  # fmt: skip
   begin = time.time()
-  x, info = _run_chunks(adaptive, x0, y)
+  x, info = _chunked(adaptive, x0, y, key)
   adaptive_seconds = time.time() - begin
   steps = np.asarray(info.num_steps)
   mean_steps = max(1, int(round(steps.mean())))
   fixed = jax.jit(
-    lambda i, x_, y_: langevin.sample(
-      jax.random.fold_in(key, i), energy_fn, x_, _sampler(ctx, mean_steps), y=y_
-    )[0]
+    lambda key_, x_, y_=None: langevin.sample(key_, energy_fn, x_, _sampler(ctx, mean_steps), y=y_)[
+      0
+    ]
   )
   begin = time.time()
-  x_fixed = _run_chunks(fixed, x0, y)
+  x_fixed = _chunked(fixed, x0, y, key)
   fixed_seconds = time.time() - begin
   viz.save_histograms(
     ctx.path("steps_adaptive.png"),
