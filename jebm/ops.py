@@ -15,13 +15,15 @@ gradient as:
   * otherwise, and on GPU/TPU (where the speed-up was not measured), XLA's own transpose.
 
 Values and gradients equal ``lax.conv_general_dilated``'s up to float rounding (NHWC/HWIO,
-'SAME' padding); reverse-over-reverse differentiation (the KL-through-sampler term) works;
-forward-mode (``jax.jvp``) does not, as for any ``jax.custom_vjp``.
+'SAME' padding). ``conv2d`` is a JAX primitive that is bilinear in (x, kernel), with its
+transpose in x given by ``input_grad``, so it differentiates like XLA's own convolution: reverse
+over reverse (the KL-through-sampler term), ``jax.jvp``, ``jax.jacfwd`` and ``jax.hessian``.
 
 ``with_fast_convs(fn)`` gives any function the same input gradient: it re-evaluates ``fn``'s
-traced graph with each such convolution (e.g. of ``flax.linen.Conv``) run as ``conv2d``. jebm's
-samplers apply it on the CPU (``jebm.energy.energy_and_grad``), so a user's plain Flax energy
-needs no jebm layer to sample fast.
+traced graph with each such convolution (e.g. of ``flax.linen.Conv``) run as ``conv2d``. On the
+CPU, ``jebm.energy.from_model`` and ``jebm.energy.energy_and_grad`` apply it to every energy, so
+jebm's own layers (plain XLA convolutions) and a user's plain Flax layers train and sample equally
+fast.
 """
 
 import contextlib
@@ -31,7 +33,9 @@ from typing import Tuple
 import jax
 import jax.numpy as jnp
 from jax import lax
-from jax.extend.core import Literal
+from jax._src import core as jax_core
+from jax.extend.core import Literal, Primitive
+from jax.interpreters import ad, batching, mlir
 
 _DIMS = ("NHWC", "HWIO", "NHWC")
 _COL2IM_MAX_TAPS = 32
@@ -98,6 +102,12 @@ def _col2im_input_grad(dy: jax.Array, kernel: jax.Array, x_shape, stride: int = 
   return total[:, top : top + height, left : left + width, :]
 
 
+def _zeros_like(shape, ref: jax.Array) -> jax.Array:
+  """Zeros of ``shape`` in ref's dtype, varying over the same shard_map axes as ref (so that a
+  vjp taken at them has cotangents of ref's kind)."""
+  return jax_core.auto_insert_reshard(jnp.zeros(shape, ref.dtype), ref)[0]
+
+
 def input_grad(dy: jax.Array, kernel: jax.Array, x_shape, stride: int) -> jax.Array:
   """d(sum(conv2d(x, kernel) * dy)) / dx for x of shape ``x_shape`` [B, H, W, C_in]."""
   size, _, c_in, _ = kernel.shape
@@ -106,29 +116,55 @@ def input_grad(dy: jax.Array, kernel: jax.Array, x_shape, stride: int) -> jax.Ar
     return _phase_input_grad(dy, kernel, x_shape, stride)
   if on_cpu and size * size * c_in <= _COL2IM_MAX_TAPS:
     return _col2im_input_grad(dy, kernel, x_shape)
-  x = jnp.zeros(x_shape, dy.dtype)
-  return jax.vjp(lambda x_: xla_conv(x_, kernel, stride), x)[1](dy)[0]
+  return jax.vjp(lambda x_: xla_conv(x_, kernel, stride), _zeros_like(x_shape, dy))[1](dy)[0]
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+conv2d_p = Primitive("jebm_conv2d")  # bilinear in (x, kernel); its transpose in x is input_grad
+
+
 def conv2d(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
   """NHWC 'SAME' convolution: x [B, H, W, C_in], kernel [k, k, C_in, C_out] ->
-  [B, ceil(H / stride), ceil(W / stride), C_out]; same values as ``lax.conv_general_dilated``."""
-  return xla_conv(x, kernel, stride)
+  [B, ceil(H / stride), ceil(W / stride), C_out]; same values as ``lax.conv_general_dilated``,
+  with ``input_grad`` as its gradient in x. Differentiable in both modes, to any order."""
+  # Inside shard_map, a replicated operand is marked as varying over the device axes like
+  # lax's own operations do, so that the gradients of replicated params are summed over devices.
+  x, kernel = jax_core.auto_insert_reshard(x, kernel)
+  return conv2d_p.bind(x, kernel, stride=int(stride))
 
 
-def _conv2d_fwd(x, kernel, stride):
-  return xla_conv(x, kernel, stride), (x, kernel)
+def _conv2d_shape(x, kernel, *, stride):
+  batch, height, width, _ = x.shape
+  return x.update(shape=(batch, -(-height // stride), -(-width // stride), kernel.shape[3]))
 
 
-def _conv2d_bwd(stride, residuals, dy):
-  x, kernel = residuals
-  dx = input_grad(dy, kernel, x.shape, stride)
-  dkernel = jax.vjp(lambda k: xla_conv(x, k, stride), kernel)[1](dy)[0]
-  return dx, dkernel
+def _transpose_x(ct, x, kernel, *, stride):
+  return input_grad(ct, kernel, x.aval.shape, stride)
 
 
-conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
+def _transpose_kernel(ct, x, kernel, *, stride):
+  zeros = _zeros_like(kernel.aval.shape, ct)
+  return jax.vjp(lambda k: xla_conv(x, k, stride), zeros)[1](ct)[0]
+
+
+def _batch(args, dims, *, stride):
+  """vmap: a mapped x folds into the batch axis; a mapped kernel runs one conv per kernel."""
+  (x, kernel), (x_dim, kernel_dim) = args, dims
+  x = x if x_dim is None else jnp.moveaxis(x, x_dim, 0)
+  if kernel_dim is None:
+    y = conv2d(x.reshape((-1,) + x.shape[2:]), kernel, stride)
+    return y.reshape(x.shape[:2] + y.shape[1:]), 0
+  kernel = jnp.moveaxis(kernel, kernel_dim, 0)
+  xs = [x if x_dim is None else x[i] for i in range(kernel.shape[0])]
+  return jnp.stack([conv2d(xi, ki, stride) for xi, ki in zip(xs, kernel)]), 0
+
+
+conv2d_p.def_impl(lambda x, kernel, *, stride: xla_conv(x, kernel, stride))
+conv2d_p.def_abstract_eval(_conv2d_shape)
+mlir.register_lowering(
+  conv2d_p, mlir.lower_fun(lambda x, kernel, *, stride: xla_conv(x, kernel, stride), False)
+)
+ad.defbilinear(conv2d_p, _transpose_x, _transpose_kernel)
+batching.primitive_batchers[conv2d_p] = _batch
 
 
 def _same_2d_stride(eqn, x, kernel):
@@ -196,25 +232,28 @@ def xla_conv_gradients():
 def with_fast_convs(fn):
   """``fn`` with the fast convolution input gradient of ``conv2d`` wherever its traced graph has
   a convolution that ``conv2d`` computes (2-D NHWC/HWIO 'SAME', square kernel, equal strides, no
-  dilation, one group: e.g. ``flax.linen.Conv(..., padding="SAME")``), so that a user's plain
-  Flax energy samples as fast as jebm's own layers. Values are the same up to float rounding;
-  other convolutions and operations run as they are. jebm's samplers apply it to the energy
-  when they differentiate it on the CPU (``jebm.energy.energy_and_grad``).
+  dilation, one group: e.g. ``flax.linen.Conv(..., padding="SAME")``). Values are the same up
+  to float rounding; other convolutions and operations (also those inside ``jax.checkpoint`` or
+  ``scan``) run as they are. ``jebm.energy.from_model`` and ``energy_and_grad`` apply it on the
+  CPU; applying it twice is applying it once.
 
   Args:
     fn: a function of arrays (any pytrees), e.g. an energy fn ``E(x, y) -> [B]``.
 
   Returns:
-    A function with ``fn``'s signature and outputs (reverse-mode differentiable; like
-    ``conv2d``, not forward-mode).
+    A function with ``fn``'s signature and outputs, differentiable in both modes.
   """
 
+  if getattr(fn, "_jebm_fast_convs", False):
+    return fn
+
   @functools.wraps(fn)
-  def swapped(*args):
+  def swapped(*args, **kwargs):
     if not _SWAP["on"]:
-      return fn(*args)
-    closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*args)
-    out = _eval_swapping_convs(closed.jaxpr, closed.consts, jax.tree.leaves(args))
+      return fn(*args, **kwargs)
+    closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*args, **kwargs)
+    out = _eval_swapping_convs(closed.jaxpr, closed.consts, jax.tree.leaves((args, kwargs)))
     return jax.tree.unflatten(jax.tree.structure(out_shape), out)
 
+  swapped._jebm_fast_convs = True
   return swapped

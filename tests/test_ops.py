@@ -39,13 +39,14 @@ def _inputs(case, seed=0):
 def test_conv2d_values_and_gradients_match_lax(case):
   stride = case[-1]
   x, kernel, kd = _inputs(case)
-  want = ops.xla_conv(x, kernel, stride)
-  got = ops.conv2d(x, kernel, stride)
-  assert got.shape == want.shape
+  dy = jax.random.normal(kd, ops.xla_conv(x, kernel, stride).shape)
+
+  def value_and_vjp(conv):
+    y, vjp = jax.jit(lambda: jax.vjp(lambda a, b: conv(a, b, stride), x, kernel))()
+    return y, *jax.jit(vjp)(dy)
+
+  (want, want_dx, want_dk), (got, got_dx, got_dk) = map(value_and_vjp, (ops.xla_conv, ops.conv2d))
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-  dy = jax.random.normal(kd, want.shape)
-  want_dx, want_dk = jax.vjp(lambda a, b: ops.xla_conv(a, b, stride), x, kernel)[1](dy)
-  got_dx, got_dk = jax.vjp(lambda a, b: ops.conv2d(a, b, stride), x, kernel)[1](dy)
   np.testing.assert_allclose(got_dx, want_dx, rtol=1e-4, atol=1e-4)
   np.testing.assert_allclose(got_dk, want_dk, rtol=1e-4, atol=1e-4)
 
@@ -121,7 +122,78 @@ def test_col2im_input_grad_matches_lax_for_any_stride(case):
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
-def test_with_fast_convs_swaps_a_plain_flax_models_same_convolutions():
+@pytest.mark.parametrize("case", [CASES[0], CASES[4]])
+def test_conv2d_forward_mode_and_vmap_match_lax(case):
+  """jvp in x and kernel, jacfwd == jacrev, and vmap over x or over kernels (an ensemble)."""
+  stride = case[-1]
+  x, kernel, kd = _inputs(case, seed=2)
+  tx, tk = jax.random.normal(kd, x.shape), jnp.ones_like(kernel)
+  jvp = lambda conv: jax.jvp(lambda a, b: conv(a, b, stride), (x, kernel), (tx, tk))
+  (want, want_t), (got, got_t) = jvp(ops.xla_conv), jax.jit(lambda: jvp(ops.conv2d))()
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(got_t, want_t, rtol=1e-4, atol=1e-4)
+  f = lambda a: jnp.sum(jnp.tanh(ops.conv2d(a, kernel, stride)))
+  np.testing.assert_allclose(jax.jacfwd(f)(x[:1]), jax.grad(f)(x[:1]), rtol=1e-4, atol=1e-5)
+  kernels = jnp.stack([kernel, -kernel])
+  np.testing.assert_allclose(
+    jax.vmap(lambda k: ops.conv2d(x, k, stride))(kernels),
+    jax.vmap(lambda k: ops.xla_conv(x, k, stride))(kernels),
+    rtol=1e-5,
+    atol=1e-5,
+  )
+  np.testing.assert_allclose(
+    jax.vmap(lambda a: ops.conv2d(a[None], kernel, stride))(x),
+    ops.xla_conv(x, kernel, stride)[:, None],
+    rtol=1e-5,
+    atol=1e-5,
+  )
+
+
+class _Net(nn.Module):
+  """A small conv energy with the given layers: (features, kernel, stride, padding, bias)."""
+
+  layers: tuple
+  remat: bool = False
+
+  @nn.compact
+  def __call__(self, x, y=None):
+    conv = nn.remat(nn.Conv) if self.remat else nn.Conv
+    h = x
+    for features, kernel, stride, padding, bias in self.layers:
+      h = nn.swish(conv(features, kernel, (stride, stride), padding, use_bias=bias)(h))
+    return nn.Dense(1)(jnp.mean(h, axis=(1, 2)) if h.ndim == 4 else h)[:, 0]
+
+
+NETS = {
+  "strided": _Net(((4, (3, 3), 1, "SAME", True), (4, (3, 3), 2, "SAME", True))),
+  "non_square_valid": _Net(((4, (3, 1), 1, "SAME", True), (4, (2, 2), 2, "VALID", False))),
+  "no_bias_even_kernel": _Net(((4, (4, 4), 2, "SAME", False), (3, (1, 1), 1, "SAME", False))),
+  "remat": _Net(((4, (3, 3), 2, "SAME", True),), remat=True),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NETS))
+def test_with_fast_convs_keeps_values_and_derivatives(name):
+  """The transformed energy equals the plain one in value, input gradient, Hessian-vector
+  product and forward-mode derivative, on several conv networks."""
+  model, x = NETS[name], jax.random.uniform(jax.random.key(0), (2, 7, 7, 2))
+  variables = model.init(jax.random.key(1), x)
+  plain = lambda x_: model.apply(variables, x_)
+  fast = ops.with_fast_convs(plain)
+  v = jnp.sin(jnp.arange(x.size, dtype=jnp.float32)).reshape(x.shape)
+  grad = lambda fn: jax.grad(lambda x_: jnp.sum(fn(x_)))
+  checks = {
+    "value": lambda fn: fn(x),
+    "grad": lambda fn: grad(fn)(x),
+    "hvp": lambda fn: jax.jvp(grad(fn), (x,), (v,))[1],
+    "jvp": lambda fn: jax.jvp(fn, (x,), (v,))[1],
+  }
+  for check, run in checks.items():
+    want, got = jax.jit(lambda: run(plain))(), jax.jit(lambda: run(fast))()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=check)
+
+
+def test_with_fast_convs_swaps_same_convolutions_and_leaves_the_rest():
   class Plain(nn.Module):
     @nn.compact
     def __call__(self, x, y=None):
@@ -132,19 +204,24 @@ def test_with_fast_convs_swaps_a_plain_flax_models_same_convolutions():
 
   x = jax.random.uniform(jax.random.key(0), (2, 8, 8, 1))
   model = Plain()
-  plain = from_model(model.apply, model.init(jax.random.key(1), x))
+  variables = model.init(jax.random.key(1), x)
+  plain = lambda x_, y=None: model.apply(variables, x_)
   fast = ops.with_fast_convs(plain)
-  np.testing.assert_allclose(fast(x), plain(x), rtol=1e-6)
+  assert ops.with_fast_convs(fast) is fast
   grad = lambda fn: jax.grad(lambda x_: jnp.sum(fn(x_)))
-  np.testing.assert_allclose(grad(fast)(x), grad(plain)(x), rtol=1e-4, atol=1e-7)
-  np.testing.assert_allclose(energy_and_grad(plain, x)[1], grad(plain)(x), rtol=1e-4, atol=1e-7)
+  got = jax.jit(lambda x_: energy_and_grad(plain, x_)[1])(x)
+  np.testing.assert_allclose(got, jax.jit(grad(plain))(x), rtol=1e-4, atol=1e-7)
+  np.testing.assert_allclose(from_model(model.apply, variables)(x), plain(x), rtol=1e-6)
   # XLA's strided input gradient dilates the cotangent; the swapped SAME one does not.
   dilated = lambda fn: str(jax.make_jaxpr(grad(fn))(x)).count("lhs_dilation=(2, 2)")
   assert (dilated(plain), dilated(fast)) == (2, 1)
   with ops.xla_conv_gradients():  # the benchmark's ablation keeps XLA's gradients
     assert dilated(fast) == 2
-  # Under jit and vmap, and differentiated twice (the KL term differentiates through a chain).
-  np.testing.assert_allclose(jax.jit(fast)(x), plain(x), rtol=1e-6)
-  np.testing.assert_allclose(jax.vmap(lambda xi: fast(xi[None])[0])(x), plain(x), rtol=1e-6)
-  twice = lambda fn: jax.grad(lambda x_: jnp.sum(grad(fn)(x_) ** 2))(x)
+  # Under vmap, and differentiated twice (the KL term differentiates through a chain).
+  per_example = jax.jit(jax.vmap(lambda xi: fast(xi[None])[0]))
+  np.testing.assert_allclose(per_example(x), plain(x), rtol=1e-6)
+  twice = lambda fn: jax.jit(jax.grad(lambda x_: jnp.sum(grad(fn)(x_) ** 2)))(x)
   np.testing.assert_allclose(twice(fast), twice(plain), rtol=1e-3, atol=1e-6)
+  # A network without convolutions passes through unchanged.
+  mlp = lambda x_: jnp.sum(jnp.tanh(x_.reshape(2, -1) @ jnp.ones((64, 3))), axis=1)
+  assert str(jax.make_jaxpr(ops.with_fast_convs(mlp))(x)) == str(jax.make_jaxpr(mlp)(x))
