@@ -9,14 +9,17 @@ compilation gets the same options explicitly, so that variants compare inside on
                           ``jebm.xla_flags.FAST_CPU_OPTIONS``.
   "jebm -flags"           the same without those options (XLA's defaults: a notebook that did not
                           call ``use_fast_cpu_flags``).
-  "jebm -convgrad"        XLA's own convolution input gradient instead of ``jebm.ops.conv2d``'s
-                          (``benchmarks.swap_conv`` with ``jebm.ops.xla_conv``).
+  "jebm -convgrad"        XLA's own convolution input gradients instead of ``jebm.ops.conv2d``'s
+                          (traced under ``jebm.ops.xla_conv_gradients()``).
   "jebm -flags -convgrad" both removed: a straightforward jit + fori_loop implementation.
   "jebm bf16"             ``ConvEnergy(dtype=bfloat16)``: bf16 network compute, float32 params,
                           energies and Langevin state.
   "user flax"             the same network in plain ``flax.linen`` layers
                           (``benchmarks.swap_conv.PlainFlaxEnergy``), sampled with
                           ``langevin.sample`` and the options ``import jebm`` sets: a user's model.
+  "user flax (import jebm only)"  the same in a fresh process that did nothing but ``import jebm``
+                          first, compiled without explicit options
+                          (``benchmarks/fresh_user_flax.py``, started by ``run.py --extra``).
 """
 
 import contextlib
@@ -27,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.swap_conv import PlainFlaxEnergy, SwapConvModel
+from benchmarks.swap_conv import PlainFlaxEnergy
 from benchmarks.timing import Task, timed
 from benchmarks.workloads import LEARNING_RATE, Workload
 from jebm import langevin, ops, optim, train
@@ -38,6 +41,7 @@ NO_FLAGS, NO_CONVGRAD = "-flags", "-convgrad"
 TRAIN_IMPLS = ("jebm", f"jebm {NO_FLAGS}", f"jebm {NO_CONVGRAD}", f"jebm {NO_FLAGS} {NO_CONVGRAD}")
 SAMPLE_IMPLS = TRAIN_IMPLS + ("jebm bf16",)
 USER_FLAX = "user flax"
+FRESH_USER_FLAX = "user flax (import jebm only)"
 EXTRA_SAMPLE_IMPLS = (f"jebm bf16 {NO_CONVGRAD}", USER_FLAX)
 MLP_IMPLS = ("jebm", f"jebm {NO_FLAGS}")
 SEED = 0
@@ -58,11 +62,11 @@ def impls_for(workload: Workload, precision: bool = True, extra: bool = False) -
 
 
 def model_for(workload: Workload, impl: str):
-  """The energy model of an implementation: the Flax module, or its stand-in with XLA's conv."""
+  """The energy model of an implementation: jebm's Flax module, or the plain-Flax twin."""
   model = workload.model(jnp.bfloat16 if "bf16" in impl else None)
-  if impl == USER_FLAX:
+  if impl in (USER_FLAX, FRESH_USER_FLAX):
     return PlainFlaxEnergy(model.features, model.activation)
-  return SwapConvModel(model, ops.xla_conv) if NO_CONVGRAD in impl else model
+  return model
 
 
 def init_variables(workload: Workload):
@@ -97,13 +101,14 @@ def sample_fn(workload: Workload, impl: str) -> Callable:
 
 
 def _conv_gradients(impl: str):
-  """XLA's own convolution gradients for the ``-convgrad`` rows: ``jebm.energy.energy_and_grad``
-  would otherwise swap the stand-in model's plain convolutions back to ``jebm.ops.conv2d``."""
+  """XLA's own convolution gradients for the ``-convgrad`` rows (``jebm.energy.from_model`` would
+  otherwise run the model's convolutions as ``jebm.ops.conv2d``)."""
   return ops.xla_conv_gradients() if NO_CONVGRAD in impl else contextlib.nullcontext()
 
 
 def _options(impl: str):
-  return None if NO_FLAGS in impl else FAST_CPU_OPTIONS
+  """Explicit compiler options; none in the fresh process, which has ``import jebm``'s."""
+  return None if NO_FLAGS in impl or impl == FRESH_USER_FLAX else FAST_CPU_OPTIONS
 
 
 def _block(tree):
@@ -186,8 +191,6 @@ def step_flops_xla(workload: Workload, variables) -> float:
   XLA's own conv gradient, whose FLOPs XLA counts without the inserted zeros): forward + input
   gradient of the energy, noise, clip and clamp. The same FLOPs for every implementation."""
   model, config, x = workload.model(), workload.langevin_config(), initial_state(workload)
-  if workload.net != "mlp":
-    model = SwapConvModel(model, ops.xla_conv)
 
   def one_step(variables, rng_key, x):
     state = langevin.LangevinState(x, jnp.zeros(x.shape[:1]), jnp.zeros_like(x))
@@ -238,9 +241,9 @@ def matmul_task(size: int = MATMUL_SIZE) -> Task:
   )
 
 
-def energies(workload: Workload, variables) -> np.ndarray:
+def energies(workload: Workload, variables, impl: str = "jebm") -> np.ndarray:
   """The network's energies [B] at the chain starts (for cross-checking other implementations)."""
-  return np.asarray(workload.model().apply(variables, initial_state(workload)))
+  return np.asarray(model_for(workload, impl).apply(variables, initial_state(workload)))
 
 
 def bf16_quality(workload: Workload, variables, outputs) -> Optional[Dict[str, float]]:

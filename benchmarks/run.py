@@ -23,6 +23,7 @@ import numpy as np
 from benchmarks import jebm_impl, report
 from benchmarks.timing import Task, round_robin
 from benchmarks.workloads import Workload, all_workloads
+from jebm.xla_flags import OPT_OUT
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_TORCH_VENV = os.path.join(HERE, ".torch-venv")
@@ -59,7 +60,8 @@ def parse_args(argv=None):
   parser.add_argument(
     "--extra",
     action="store_true",
-    help="also time jebm bf16 -convgrad and torch with symmetric padding",
+    help="also time jebm bf16 -convgrad, the user-Flax rows (in this process and in a fresh one "
+    "that only imports jebm) and torch with symmetric padding",
   )
   parser.add_argument("--torch-venv", default=DEFAULT_TORCH_VENV, help="the PyTorch environment")
   parser.add_argument(
@@ -106,19 +108,13 @@ def environment() -> Dict[str, object]:
   }
 
 
-class TorchServer:
-  """The PyTorch implementations, in their own environment, answering JSON-line requests."""
+class Worker:
+  """A benchmark script in its own process, answering JSON-line requests (replies prefixed
+  "@@"): the PyTorch implementations, or the fresh ``import jebm`` process."""
 
-  def __init__(self, venv: str, threads: Optional[int] = None):
-    python = os.path.join(venv, "bin", "python")
-    if not os.path.exists(python):
-      log(f"setting up the PyTorch environment in {venv} ...")
-      subprocess.run(["bash", os.path.join(HERE, "setup_torch_env.sh"), venv], check=True)
-    env = dict(os.environ)
-    if threads:
-      env["OMP_NUM_THREADS"] = str(threads)
+  def __init__(self, python: str, script: str, env: Dict[str, str]):
     self.proc = subprocess.Popen(
-      [python, os.path.join(HERE, "torch_impl.py")],
+      [python, os.path.join(HERE, script)],
       env=env,
       stdin=subprocess.PIPE,
       stdout=subprocess.PIPE,
@@ -136,7 +132,7 @@ class TorchServer:
         if "error" in reply:
           raise RuntimeError(reply["error"])
         return reply
-    raise RuntimeError("the PyTorch process exited")
+    raise RuntimeError(f"the benchmark process {self.proc.args} exited")
 
   def close(self):
     try:
@@ -147,8 +143,54 @@ class TorchServer:
       self.proc.kill()
 
 
+def torch_worker(venv: str, threads: Optional[int] = None) -> Worker:
+  """The PyTorch implementations, in their own environment (set up on first use)."""
+  python = os.path.join(venv, "bin", "python")
+  if not os.path.exists(python):
+    log(f"setting up the PyTorch environment in {venv} ...")
+    subprocess.run(["bash", os.path.join(HERE, "setup_torch_env.sh"), venv], check=True)
+  env = dict(os.environ)
+  if threads:
+    env["OMP_NUM_THREADS"] = str(threads)
+  return Worker(python, "torch_impl.py", env)
+
+
+def fresh_user_flax_tasks(workloads: List[Workload], variables, quick: bool):
+  """The "user flax (import jebm only)" rows, from a fresh process whose environment has neither
+  ``XLA_FLAGS`` nor jebm's opt-out variable: its tasks, the worker, and its report (the XLA
+  options ``import jebm`` set there; its energies against jebm's at the chain starts)."""
+  convs = [w for w in workloads if w.kind == "sample" and w.net != "mlp"]
+  if not convs:
+    return [], None, {}
+  env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", OPT_OUT)}
+  worker = Worker(sys.executable, "fresh_user_flax.py", env)
+  reply = worker.request(op="setup", workloads=[w.name for w in convs], quick=quick)
+  check = {
+    w.name: float(
+      np.max(
+        np.abs(np.asarray(reply["energies"][w.name]) - jebm_impl.energies(w, variables[w.name]))
+      )
+    )
+    for w in convs
+  }
+  tasks = []
+  for w in convs:
+    call = lambda op, name=w.name: worker.request(op=op, workload=name)["seconds"]
+    tasks.append(
+      Task(
+        jebm_impl.FRESH_USER_FLAX,
+        w.name,
+        w.sample_steps,
+        prepare=lambda call=call: call("prepare"),
+        run=lambda call=call: call("run"),
+        warmup=lambda call=call: call("warmup"),
+      )
+    )
+  return tasks, worker, {"xla_flags": reply["xla_flags"], "energy_check": check}
+
+
 def torch_tasks(
-  server: TorchServer, workloads: List[Workload], variables, weights_dir: str, extra: bool = False
+  server: Worker, workloads: List[Workload], variables, weights_dir: str, extra: bool = False
 ):
   """Sets the server up with jebm's weights and returns its tasks plus its report."""
   by_name = {w.name: w for w in workloads}
@@ -225,12 +267,19 @@ def collect(args) -> Dict[str, object]:
     tasks += jebm_impl.make_tasks(
       w, variables[w.name], outputs[w.name], not args.no_bf16, args.extra
     )
-  extra, server = {}, None
+  extra, workers = {}, []
   with tempfile.TemporaryDirectory() as weights_dir:
     try:
+      if args.extra:
+        more, worker, extra["fresh_user_flax"] = fresh_user_flax_tasks(
+          workloads, variables, args.quick
+        )
+        tasks, workers = tasks + more, workers + ([worker] if worker else [])
       if args.torch:
-        server = TorchServer(args.torch_venv, args.torch_threads)
-        more, extra = torch_tasks(server, workloads, variables, weights_dir, args.extra)
+        workers.append(torch_worker(args.torch_venv, args.torch_threads))
+        more, extra["torch"] = torch_tasks(
+          workers[-1], workloads, variables, weights_dir, args.extra
+        )
         tasks += more
       if args.impls:
         keep = set(args.impls.split(",")) | {"jax matmul", "torch matmul"}
@@ -240,8 +289,8 @@ def collect(args) -> Dict[str, object]:
       log(f"timing: {reps} rounds, round-robin ...")
       loads = round_robin(tasks, reps, log)
     finally:
-      if server is not None:
-        server.close()
+      for worker in workers:
+        worker.close()
   env.update(loadavg_end=list(os.getloadavg()), loadavg_per_round=loads)
   return assemble(args, env, workloads, tasks, flops, variables, outputs, extra, reps)
 
@@ -278,7 +327,8 @@ def assemble(args, env, workloads, tasks, flops, variables, outputs, extra, reps
     "results": results,
     "targets": report.targets(results, compile_cifar),
     "bf16_quality": quality,
-    "torch": extra,
+    "torch": extra.get("torch", {}),
+    "fresh_user_flax": extra.get("fresh_user_flax", {}),
   }
 
 

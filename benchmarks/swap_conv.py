@@ -1,11 +1,9 @@
 """``ConvEnergy`` with a swappable convolution, for ablations of jebm's conv lowering.
 
-``jebm.models.SNConv`` runs ``jebm.ops.conv2d`` (XLA's forward convolution, a faster input
-gradient). ``conv_energy_apply`` is ``ConvEnergy.apply`` (unconditional, no spectral norm) with any
+``conv_energy_apply`` is ``ConvEnergy.apply`` (unconditional, no spectral norm) with any
 ``conv(x, kernel, stride)`` on the same variables, e.g. ``jebm.ops.xla_conv`` (XLA's own
-gradient: jebm before ``jebm.ops``) or the im2col variants in ``benchmarks.levers``;
-``SwapConvModel`` wraps it so that ``jebm.train`` can use it unchanged. ``PlainFlaxEnergy`` is
-the same network as a user would write it in plain Flax layers.
+gradient) or the im2col variants in ``benchmarks.levers``. ``PlainFlaxEnergy`` is the same
+network as a user would write it in plain Flax layers.
 """
 
 from typing import Any, Callable, Optional, Sequence
@@ -46,23 +44,6 @@ def conv_energy_apply(
   h = act(jnp.dot(h.astype(dtype), dense["kernel"].astype(dtype)) + dense["bias"].astype(dtype))
   head = params["energy"]
   return (jnp.dot(h.astype(jnp.float32), head["kernel"]) + head["bias"])[:, 0]
-
-
-class SwapConvModel:
-  """Duck-typed stand-in for a ``ConvEnergy`` (same ``init`` and variables) whose ``apply`` uses
-  ``conv``; accepted by ``jebm.train.create_train_state`` and ``make_train_step``."""
-
-  def __init__(self, model: ConvEnergy, conv: Callable):
-    self.model, self.conv = model, conv
-
-  def init(self, *args, **kwargs):
-    """``ConvEnergy.init``: the variables are the same."""
-    return self.model.init(*args, **kwargs)
-
-  def apply(self, variables, x, y=None, **kwargs):
-    """Energies [B] float32 of x [B, H, W, C]; update_stats/mutable are accepted and ignored
-    (no spectral-norm state)."""
-    return conv_energy_apply(self.model, variables, x, y, conv=self.conv, **kwargs)
 
 
 class PlainFlaxEnergy(nn.Module):
