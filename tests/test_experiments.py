@@ -526,3 +526,19 @@ def test_missing_data_is_a_data_error_and_unconditional_runs_ignore_labels(monke
   monkeypatch.setattr(trainer.data, "arrays", lambda *args, **kwargs: arrays)
   unconditional = dataclasses.replace(config, num_classes=0)
   assert trainer.load_train_data(unconditional)["image"].shape == (64, 8, 8, 1)
+
+
+def test_quickstart_notebook_runs_and_restores_a_launcher_checkpoint(trained, monkeypatch):
+  """examples/quickstart.ipynb top to bottom (training shortened to 20 steps, the checkpoint
+  section pointed at the launcher's run), so that the notebook cannot rot."""
+  import nbformat
+  from nbclient import NotebookClient
+
+  notebook = nbformat.read(ROOT / "examples" / "quickstart.ipynb", as_version=4)
+  monkeypatch.setenv("QUICKSTART_TRAIN_STEPS", "20")  # the kernel inherits the environment
+  monkeypatch.setenv("QUICKSTART_WORKDIR", str(trained))
+  NotebookClient(notebook, timeout=300, kernel_name="python3").execute(cwd=str(ROOT / "examples"))
+  outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs]
+  assert sum("image/png" in o.get("data", {}) for o in outputs) == 3
+  text = "".join(o.get("text", "") for o in outputs)
+  assert "20 steps:" in text and "10 classes, samples (100, 8, 8, 1)" in text
