@@ -13,7 +13,6 @@ has them: no compiler options passed.
 
 import jebm  # noqa: F401  (first: sets the XLA CPU options, as in a user's notebook)
 
-import json
 import os
 import sys
 
@@ -37,23 +36,15 @@ class Server:
     tasks = [{"impl": jebm_impl.FRESH_USER_FLAX, "workload": name} for name in self.tasks]
     return {"tasks": tasks, "xla_flags": os.environ.get("XLA_FLAGS", ""), "energies": energies}
 
-  def serve(self, stdin, stdout):
-    for line in stdin:
-      request = json.loads(line)
-      if request["op"] == "quit":
-        break
-      try:
-        if request["op"] == "setup":
-          reply = self.setup(request)
-        else:
-          task = self.tasks[request["workload"]]
-          run = {"prepare": task._prepare, "warmup": task._warmup, "run": task._run}
-          reply = {"seconds": run[request["op"]]()}
-      except Exception as e:  # report, keep serving
-        reply = {"error": f"{type(e).__name__}: {e}"}
-      stdout.write("@@" + json.dumps(reply) + "\n")
-      stdout.flush()
+  def handle(self, request):
+    if request["op"] == "setup":
+      return self.setup(request)
+    task = self.tasks[request["workload"]]
+    run = {"prepare": task._prepare, "warmup": task._warmup, "run": task._run}
+    return {"seconds": run[request["op"]]()}
 
 
 if __name__ == "__main__":
-  Server().serve(sys.stdin, sys.stdout)
+  from jsonl_server import serve  # this script's folder is on sys.path
+
+  serve(Server().handle, sys.stdin, sys.stdout)

@@ -27,7 +27,6 @@ clip to 3 sqrt(nu) + 0.1, then Adam with b1 = 0), as ``jebm.train.make_train_ste
 """
 
 import contextlib
-import json
 import math
 import os
 import sys
@@ -371,18 +370,11 @@ class Server:
     runner(num_steps)
     return {"seconds": time.perf_counter() - start}
 
-  def serve(self, stdin, stdout):
-    for line in stdin:
-      request = json.loads(line)
-      if request["op"] == "quit":
-        break
-      try:
-        reply = self.setup(request) if request["op"] == "setup" else self.run(request)
-      except Exception as e:  # report, keep serving
-        reply = {"error": f"{type(e).__name__}: {e}"}
-      stdout.write("@@" + json.dumps(reply) + "\n")
-      stdout.flush()
+  def handle(self, request):
+    return self.setup(request) if request["op"] == "setup" else self.run(request)
 
 
 if __name__ == "__main__":
-  Server().serve(sys.stdin, sys.stdout)
+  from jsonl_server import serve  # this script's folder is on sys.path
+
+  serve(Server().handle, sys.stdin, sys.stdout)
