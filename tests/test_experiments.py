@@ -47,7 +47,7 @@ def env(tmp_path_factory, compilation_cache_env):
 
 def launch(module, *args, env, check=True, timeout=300):
   result = subprocess.run(
-    [sys.executable, "-m", f"experiments.{module}", *args],
+    launcher(module, *args),
     cwd=ROOT,
     env=env,
     capture_output=True,
@@ -57,6 +57,27 @@ def launch(module, *args, env, check=True, timeout=300):
   if check and result.returncode != 0:
     raise AssertionError(f"{module} failed:\n{result.stderr[-3000:]}")
   return result
+
+
+def run_together(commands, timeout=300):
+  """Runs (argv, env) pairs at once (a launch is mostly start-up) and returns their
+  CompletedProcess results, in order."""
+  procs = [
+    subprocess.Popen(
+      argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    for argv, env in commands
+  ]
+  results = []
+  for proc, (argv, _) in zip(procs, commands):
+    out, err = proc.communicate(timeout=timeout)
+    results.append(subprocess.CompletedProcess(argv, proc.returncode, out, err))
+  return results
+
+
+def launcher(module, *args):
+  """The command line of ``python -m experiments.<module> args``."""
+  return [sys.executable, "-m", f"experiments.{module}", *args]
 
 
 def params_of(workdir):
@@ -151,24 +172,9 @@ def _logical_buffer(workdir, mesh=None):
 def test_two_device_run_is_sampled_evaluated_and_resumed_by_a_one_device_process(
   trained, env, tmp_path
 ):
-  workdir = _copy(trained, tmp_path)
+  workdir, copy = _copy(trained, tmp_path), tmp_path / "copy"
+  shutil.copytree(workdir, copy)
   out = tmp_path / "s.npz"
-  launch(
-    "sample",
-    f"--workdir={workdir}",
-    "--num_samples=2",
-    f"--out={out}",
-    "--steps=3",
-    env=one_device(env),
-  )
-  assert np.load(out)["images"].shape == (20, 8, 8, 1)
-  evaluation = ["evaluate", f"--workdir={workdir}", "--tasks=classify,ood", "--max_test=40"]
-  launch(*evaluation, env=one_device(env))
-  report = json.loads((workdir / "eval" / "report.json").read_text())
-  launch(*evaluation, env=env)  # the same numbers on two devices
-  again = json.loads((workdir / "eval" / "report.json").read_text())
-  assert report["step"] == again["step"] == 20
-  assert report["classify"] == again["classify"] and report["ood"] == again["ood"]
   # In a notebook: the whole buffer (both devices' shards) is one buffer on one device.
   code = (
     "from jebm import checkpoint, replay; import jax, numpy as np; "
@@ -176,10 +182,29 @@ def test_two_device_run_is_sampled_evaluated_and_resumed_by_a_one_device_process
     "_, _, i = replay.sample(jax.random.key(0), s.replay, 5000, init_fn=replay.uniform_init(), "
     "reinit_prob=0.0); print(jax.device_count(), int(s.replay.size), len(np.unique(i)))"
   )
-  printed = subprocess.run(
-    [sys.executable, "-c", code], cwd=ROOT, env=one_device(env), capture_output=True, text=True
+  evaluation = ["--tasks=classify,ood", "--max_test=40"]
+  results = run_together(
+    [
+      (
+        launcher("sample", f"--workdir={workdir}", "--num_samples=2", f"--out={out}", "--steps=3"),
+        one_device(env),
+      ),
+      (launcher("evaluate", f"--workdir={workdir}", *evaluation), one_device(env)),
+      (
+        launcher("evaluate", f"--workdir={copy}", *evaluation),
+        env,
+      ),  # the same numbers on 2 devices
+      ([sys.executable, "-c", code], one_device(env)),
+    ]
   )
-  assert printed.stdout.split() == ["1", "256", "256"], printed.stderr[-2000:]
+  for result in results:
+    assert result.returncode == 0, result.stderr[-3000:]
+  assert np.load(out)["images"].shape == (20, 8, 8, 1)
+  report = json.loads((workdir / "eval" / "report.json").read_text())
+  again = json.loads((copy / "eval" / "report.json").read_text().replace(str(copy), str(workdir)))
+  assert report["step"] == again["step"] == 20
+  assert report["classify"] == again["classify"] and report["ood"] == again["ood"]
+  assert results[-1].stdout.split() == ["1", "256", "256"], results[-1].stderr[-2000:]
   shutil.rmtree(workdir / "checkpoints" / "20")  # resume from step 10, on one device
   launch("train", *TINY, f"--workdir={workdir}", "--num_steps=20", env=one_device(env))
   assert checkpoint.latest_step(str(workdir)) == 20
@@ -347,15 +372,24 @@ def test_evaluate_bad_input_is_a_clear_error(trained, env, tmp_path):
     check=False,
   )
   assert result.returncode != 0 and "(28, 28, 1)" in result.stderr and "(8, 8, 1)" in result.stderr
-  for flag, message in (
-    ("--tasks=judge", "unknown tasks ['judge']"),
-    ("--likelihood_temperatures=1", "--likelihood_temperatures: the number of temperatures must"),
-    ("--steps_lengths=5,2", "--steps_lengths must increase"),
-    ("--ensemble=3", "--ensemble: an ensemble of 3 checkpoints up to step 20 needs 2 earlier"),
-  ):
-    result = launch("evaluate", f"--workdir={trained}", flag, env=env, check=False)
-    assert result.returncode != 0 and message in result.stderr, flag
-    assert "Traceback" not in result.stderr
+  robustness = "--tasks=robustness"
+  cases = {
+    ("--tasks=judge",): "unknown tasks ['judge']",
+    ("--likelihood_temperatures=1",): "--likelihood_temperatures: the number of temperatures must",
+    ("--steps_lengths=5,2",): "--steps_lengths must increase",
+    ("--ensemble=3",): "--ensemble: an ensemble of 3 checkpoints up to step 20 needs 2 earlier",
+    (
+      robustness,
+      "--linf_epsilons=0,-0.1",
+    ): "--linf_epsilons: attack epsilons must be finite and >= 0",
+    (robustness, "--attack_norms=l3"): "--attack_norms: unknown",
+    (robustness, "--attack_steps=0"): "--attack_steps must be an int >= 1",
+    (robustness, "--l2_epsilons=a"): "--l2_epsilons: could not convert",
+  }
+  results = run_together([(launcher("evaluate", f"--workdir={trained}", *f), env) for f in cases])
+  for (flags, message), result in zip(cases.items(), results):
+    assert result.returncode != 0 and message in result.stderr, (flags, result.stderr[-2000:])
+    assert "Traceback" not in result.stderr, flags
 
 
 TINY_ATTACKS = [
@@ -402,31 +436,17 @@ def test_robustness_trains_its_softmax_baseline_and_writes_every_curve(trained, 
   assert "training one now" not in again.stderr
 
 
-@pytest.mark.parametrize(
-  "flag, message",
-  [
-    ("--linf_epsilons=0,-0.1", "--linf_epsilons: attack epsilons must be finite and >= 0"),
-    ("--attack_norms=l3", "--attack_norms: unknown"),
-    ("--attack_steps=0", "--attack_steps must be an int >= 1"),
-    ("--l2_epsilons=a", "--l2_epsilons: could not convert"),
-  ],
-)
-def test_robustness_bad_flags_are_clear_errors(trained, env, flag, message):
-  result = launch(
-    "evaluate", f"--workdir={trained}", "--tasks=robustness", flag, env=env, check=False
-  )
-  assert result.returncode != 0 and message in result.stderr
-  assert "Traceback" not in result.stderr
-
-
 def test_classify_on_an_unconditional_checkpoint_is_an_error(tmp_path, env):
   workdir = tmp_path / "u"
   launch("train", *TINY, "--num_classes=0", f"--workdir={workdir}", "--num_steps=2", env=env)
-  for task in ("classify", "robustness"):  # both classify by argmin_y E(x, y)
-    result = launch("evaluate", f"--workdir={workdir}", f"--tasks={task}", env=env, check=False)
+  tasks = ("--tasks=classify", "--tasks=robustness", "--tasks=ood")  # the first two need labels
+  *errors, ood = run_together(
+    [(launcher("evaluate", f"--workdir={workdir}", task, "--max_test=20"), env) for task in tasks]
+  )
+  for result in errors:
     assert result.returncode != 0 and "needs a conditional model" in result.stderr
     assert "Traceback" not in result.stderr
-  launch("evaluate", f"--workdir={workdir}", "--tasks=ood", "--max_test=20", env=env)
+  assert ood.returncode == 0, ood.stderr[-3000:]
   report = json.loads((workdir / "eval" / "report.json").read_text())
   assert set(report["ood"]) == {"neg_energy", "neg_grad_norm", "baseline_judge_max_softmax"}
   assert "classify" not in report
@@ -529,13 +549,14 @@ def test_missing_data_is_a_data_error_and_unconditional_runs_ignore_labels(monke
 
 
 def test_quickstart_notebook_runs_and_restores_a_launcher_checkpoint(trained, monkeypatch):
-  """examples/quickstart.ipynb top to bottom (training shortened to 20 steps, the checkpoint
+  """examples/quickstart.ipynb top to bottom (300 chains, 20 training steps, the checkpoint
   section pointed at the launcher's run), so that the notebook cannot rot."""
   import nbformat
   from nbclient import NotebookClient
 
   notebook = nbformat.read(ROOT / "examples" / "quickstart.ipynb", as_version=4)
-  monkeypatch.setenv("QUICKSTART_TRAIN_STEPS", "20")  # the kernel inherits the environment
+  monkeypatch.setenv("QUICKSTART_CHAINS", "300")  # the kernel inherits the environment
+  monkeypatch.setenv("QUICKSTART_TRAIN_STEPS", "20")
   monkeypatch.setenv("QUICKSTART_WORKDIR", str(trained))
   NotebookClient(notebook, timeout=300, kernel_name="python3").execute(cwd=str(ROOT / "examples"))
   outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs]
