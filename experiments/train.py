@@ -8,11 +8,21 @@ from absl import app, flags, logging
 
 from experiments import flags as launcher_flags
 from experiments.configs import get_preset
-from experiments.trainer import DivergenceError, FlagConflictError, train_and_evaluate
+from experiments.trainer import LOADERS, DivergenceError, FlagConflictError, train_and_evaluate
 from jebm import config as config_lib
 from jebm.data import DataError
 
 flags.DEFINE_string("preset", "default", "Named recipe from experiments/configs/presets.py.")
+flags.DEFINE_enum(
+  "loader",
+  "auto",
+  LOADERS,
+  "How training batches are read (the batches are the same): 'memory' loads the split, 'grain' "
+  "streams it from disk (memory flat in its size), 'auto' streams splits over 1 GiB.",
+)
+flags.DEFINE_integer(
+  "loader_workers", 0, "grain worker processes for --loader=grain (0: threads)", lower_bound=0
+)
 launcher_flags.define_config_flags()
 FLAGS = flags.FLAGS
 
@@ -36,7 +46,14 @@ def main(argv):
   launcher_flags.maybe_initialize_multihost()
   logging.info("Training %s in %s", FLAGS.preset, FLAGS.workdir)
   try:
-    train_and_evaluate(config, FLAGS.workdir, data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir)
+    train_and_evaluate(
+      config,
+      FLAGS.workdir,
+      data_dir=FLAGS.data_dir,
+      manual_dir=FLAGS.manual_dir,
+      loader=FLAGS.loader,
+      loader_workers=FLAGS.loader_workers,
+    )
   except (DataError, FlagConflictError) as e:  # found before any training step
     raise app.UsageError(str(e)) from None
   except DivergenceError as e:  # the newest checkpoint is intact; the message says what to do

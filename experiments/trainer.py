@@ -12,7 +12,7 @@ import dataclasses
 import os
 import time
 import types
-from typing import Dict, Optional
+from typing import Callable, Dict, Iterator, Optional, Tuple
 
 import jax
 import numpy as np
@@ -33,17 +33,21 @@ class FlagConflictError(ValueError):
   """The flags do not fit the workdir's checkpoint or the machine (a usage error)."""
 
 
-def load_train_data(
-  config: config_lib.Config, data_dir=None, manual_dir=None
-) -> Dict[str, np.ndarray]:
-  """The training split as arrays, checked before any work against ``config`` (example_shape,
-  labels in [0, num_classes), values finite and in [x_min, x_max], batch_size); a missing or
-  unusable split raises ``jebm.data.DataError`` naming the problem."""
-  name = f"dataset {config.dataset!r} (train split)"
+LOADERS = ("auto", "memory", "grain")
+MEMORY_LIMIT_BYTES = 2**30  # --loader=auto reads a split up to this size into memory
+
+
+def _train_source(config: config_lib.Config, data_dir=None, manual_dir=None):
   try:
-    arrays = data.arrays(config.dataset, "train", data_dir=data_dir, manual_dir=manual_dir)
+    return data.load(config.dataset, "train", data_dir=data_dir, manual_dir=manual_dir)
   except FileNotFoundError as e:  # not prepared, or MNIST files missing: the message says how
     raise data.DataError(str(e)) from e
+
+
+def _check_train_arrays(config: config_lib.Config, arrays, num_examples: int, what: str) -> None:
+  """Checks ``arrays`` (the split, or a batch of it) against ``config``: example_shape, labels in
+  [0, num_classes), values finite and in [x_min, x_max], batch_size <= ``num_examples``."""
+  name = f"dataset {config.dataset!r} (train split{what})"
   data.check_arrays(
     arrays, num_classes=config.num_classes, value_range=(config.x_min, config.x_max), name=name
   )
@@ -52,12 +56,72 @@ def load_train_data(
     raise data.DataError(
       f"config.example_shape {config.example_shape} does not match the data {shape}"
     )
-  if len(arrays["image"]) < config.batch_size:
+  if num_examples < config.batch_size:
     raise data.DataError(
-      f"--batch_size={config.batch_size} exceeds the {len(arrays['image'])} examples of {name}"
+      f"--batch_size={config.batch_size} exceeds the {num_examples} examples of {name}"
     )
+
+
+def load_train_data(
+  config: config_lib.Config, data_dir=None, manual_dir=None
+) -> Dict[str, np.ndarray]:
+  """The training split as arrays, checked before any work against ``config`` (example_shape,
+  labels in [0, num_classes), values finite and in [x_min, x_max], batch_size); a missing or
+  unusable split raises ``jebm.data.DataError`` naming the problem."""
+  try:
+    arrays = data.arrays(config.dataset, "train", data_dir=data_dir, manual_dir=manual_dir)
+  except FileNotFoundError as e:  # not prepared, or MNIST files missing: the message says how
+    raise data.DataError(str(e)) from e
+  _check_train_arrays(config, arrays, len(arrays["image"]), "")
   arrays.setdefault("label", np.zeros((len(arrays["image"]),), np.int32))
   return arrays
+
+
+def train_batches(
+  config: config_lib.Config, *, loader="auto", loader_workers=0, data_dir=None, manual_dir=None
+) -> Tuple[Tuple[int, ...], Callable[[int], Iterator]]:
+  """(example_shape, batches_from) of the training split: ``batches_from(step)`` iterates this
+  process's batches from global batch ``step`` on (it has ``close()``). The batches are the same
+  whichever loader reads them (``jebm.data.batches`` / ``jebm.data.stream``).
+
+  Args:
+    config: the run's config (dataset, batch_size, seed and what the data is checked against).
+    loader: "memory" (the split in memory), "grain" (streamed from disk by grain, memory flat in
+      the dataset's size; checked on its first batch), or "auto": memory up to
+      ``MEMORY_LIMIT_BYTES``, else grain.
+    loader_workers: grain worker processes (0: threads of this process).
+    data_dir, manual_dir: see ``jebm.data.load``.
+  """
+  if loader not in LOADERS:
+    raise ValueError(f"--loader must be one of {LOADERS}, got {loader!r}")
+  per_process, seed = config.batch_size // jax.process_count(), config.seed
+  source = _train_source(config, data_dir, manual_dir)
+  if loader == "auto":
+    record_bytes = sum(np.asarray(v).nbytes for v in source[0].values())
+    loader = "memory" if len(source) * record_bytes <= MEMORY_LIMIT_BYTES else "grain"
+  if loader == "memory":
+    arrays = load_train_data(config, data_dir, manual_dir)
+    return arrays["image"].shape[1:], lambda step: data.batches(
+      arrays, per_process, seed=seed, start_step=step
+    )
+  if len(source) < config.batch_size:
+    raise data.DataError(
+      f"--batch_size={config.batch_size} exceeds the {len(source)} examples of dataset "
+      f"{config.dataset!r} (train split)"
+    )
+  stream = lambda step: data.stream(
+    source, per_process, seed=seed, start_step=step, num_workers=loader_workers
+  )
+  first_batch = data.read_batch(
+    source,
+    0,
+    batch_size=per_process,
+    seed=seed,
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+  )
+  _check_train_arrays(config, first_batch, len(source), ", its first batch")
+  return first_batch["image"].shape[1:], stream
 
 
 def write_config(workdir: str, config: config_lib.Config) -> None:
@@ -179,11 +243,21 @@ def train_and_evaluate(
   *,
   data_dir: Optional[str] = None,
   manual_dir: Optional[str] = None,
+  loader: str = "auto",
+  loader_workers: int = 0,
 ) -> train_lib.TrainState:
-  """Trains ``config`` in ``workdir`` (resuming if it holds a checkpoint); returns the final state."""
+  """Trains ``config`` in ``workdir`` (resuming if it holds a checkpoint); returns the final state.
+  ``loader``, ``loader_workers``: how the batches are read (``train_batches``); they do not
+  change the batches, so a run may resume with another loader."""
   os.makedirs(workdir, exist_ok=True)
-  arrays = load_train_data(config, data_dir, manual_dir)
-  config = dataclasses.replace(config, example_shape=tuple(arrays["image"].shape[1:]))
+  shape, batches_from = train_batches(
+    config,
+    loader=loader,
+    loader_workers=loader_workers,
+    data_dir=data_dir,
+    manual_dir=manual_dir,
+  )
+  config = dataclasses.replace(config, example_shape=tuple(shape))
   mesh = parallel.make_mesh()
   if config.batch_size % mesh.size or config.batch_size % jax.process_count():
     raise FlagConflictError(
@@ -200,9 +274,6 @@ def train_and_evaluate(
     make_sample_grid_fn(config, num=min(16, config.batch_size)) if draws_samples else None
   )
   writer = _summary_writer(workdir)
-  batches_from = lambda step: data.batches(
-    arrays, config.batch_size // jax.process_count(), seed=config.seed, start_step=step
-  )
   start = step = int(state.step)
   batches = batches_from(start)
   with checkpoint.manager(workdir, keep=config.keep_checkpoints) as mngr:
@@ -222,6 +293,7 @@ def train_and_evaluate(
         if jax.process_index() == 0:
           write_config(workdir, config)
         step_fn, start, step = make_step_fn(config, mesh), int(state.step), int(state.step)
+        batches.close()
         batches, t_start = batches_from(step), time.time()
         continue
       out_of_time = _agreed(
@@ -260,6 +332,7 @@ def train_and_evaluate(
         )
         break
     mngr.wait_until_finished()
+  batches.close()
   writer.close()
   return state
 

@@ -1,6 +1,7 @@
 """The launchers end to end: train on 2 devices or 2 processes, restore for sampling and
 evaluation, config mismatch and divergence errors."""
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -563,3 +564,24 @@ def test_quickstart_notebook_runs_and_restores_a_launcher_checkpoint(trained, mo
   assert sum("image/png" in o.get("data", {}) for o in outputs) == 3
   text = "".join(o.get("text", "") for o in outputs)
   assert "20 steps:" in text and "10 classes, samples (100, 8, 8, 1)" in text
+
+
+def test_train_batches_are_the_same_whichever_loader_reads_them(tmp_path, monkeypatch):
+  config = dataclasses.replace(presets.PRESETS["default"], batch_size=32)
+  read = lambda loader: trainer.train_batches(config, loader=loader, data_dir=str(tmp_path))
+  (memory_shape, memory), (grain_shape, streamed) = read("memory"), read("grain")
+  assert memory_shape == grain_shape == (8, 8, 1)
+  monkeypatch.setattr(trainer, "MEMORY_LIMIT_BYTES", 0)  # 'auto' streams what is over the limit
+  _, auto = read("auto")
+  read_three = []
+  for batches in (memory(5), streamed(5), auto(5)):  # from global batch 5 on
+    with contextlib.closing(batches):
+      read_three.append([next(batches) for _ in range(3)])
+  for other in read_three[1:]:
+    for a, b in zip(read_three[0], other):
+      np.testing.assert_array_equal(a["image"], b["image"])
+      np.testing.assert_array_equal(a["label"], b["label"])
+  too_big = dataclasses.replace(config, batch_size=2048)
+  for loader in ("memory", "grain"):
+    with pytest.raises(data.DataError, match="--batch_size=2048 exceeds the 1497 examples"):
+      trainer.train_batches(too_big, loader=loader, data_dir=str(tmp_path))

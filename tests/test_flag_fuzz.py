@@ -12,9 +12,10 @@ status, the one-line message and the absence of a traceback end to end.
 
 Flags not fuzzed: those defined outside ``experiments``, i.e. absl's own (--verbosity,
 --logtostderr, --log_dir, --only_check_args, --pdb, ...; --help and --flagfile are handled by
-absl itself) and two libraries' debugging switches that importing them defines (orbax's
---experimental_orbax_use_distributed_*, tfds's --tfds_debug_list_dir). The test fails if a flag
-of any other module shows up, so that it is fuzzed or documented here.
+absl itself) and the switches that importing libraries defines (orbax's
+--experimental_orbax_use_distributed_*, tfds's --tfds_debug_list_dir, grain's --grain_* and
+array_record's, which grain imports). The
+test fails if a flag of any other module shows up, so that it is fuzzed or documented here.
 """
 
 import json
@@ -29,7 +30,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCHERS = ("train", "sample", "evaluate", "continual", "modes")
 # Modules whose flags are not the launchers' own (see the module docstring).
-EXCLUDED_MODULE_PREFIXES = ("absl.", "orbax.checkpoint.", "tensorflow_datasets.")
+EXCLUDED_MODULE_PREFIXES = (
+  "absl.",
+  "orbax.checkpoint.",
+  "tensorflow_datasets.",
+  "grain.",
+  "array_record.",
+)
 
 # Int flags: the smallest allowed value; the fuzz tries the one below it.
 INT_MIN = {
@@ -49,6 +56,7 @@ INT_MIN = {
   "max_rollbacks": 0,
   "eval_langevin_steps": 1,
   "eval_num_samples": 1,
+  "loader_workers": 0,
   # sample, evaluate
   "num_samples": 1,
   "steps": 1,

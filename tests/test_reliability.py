@@ -138,13 +138,14 @@ def test_training_resumes_after_falling_back_over_every_kind_of_damage(
   trained, data_dir, tmp_path, caplog
 ):
   """The newest checkpoints damaged, one kind each: the run resumes from the oldest, moves the
-  damaged ones aside as it saves their steps again, and ends with the same bits."""
+  damaged ones aside as it saves their steps again, and ends with the same bits, although it
+  resumes reading its batches through grain (the run was trained with the in-memory loader)."""
   workdir = _copy(trained, tmp_path)
   bad = {NEWEST - 2 * i: kind for i, kind in enumerate(CORRUPTIONS)}
   for step, kind in bad.items():
     CORRUPTIONS[kind](workdir / "checkpoints" / str(step))
   with caplog.at_level(logging.WARNING):
-    trainer.train_and_evaluate(TINY, str(workdir), data_dir=str(data_dir))
+    trainer.train_and_evaluate(TINY, str(workdir), data_dir=str(data_dir), loader="grain")
   damaged = _damaged_warnings(caplog.records)
   for step in bad:
     assert any(f"checkpoints/{step} is damaged" in w for w in damaged), (step, damaged)

@@ -4,6 +4,9 @@
     for batch in jebm.data.batches(data, 128, seed=0):  # endless, deterministic, per process
       x = jebm.data.dequantize(key, batch["image"])     # float32 in [0, 1]
 
+    source = jebm.data.load("mnist", "train")           # random access, nothing in memory
+    for batch in jebm.data.stream(source, 128, seed=0): # the same batches, read by grain
+
 No TensorFlow is needed and nothing is downloaded; see `jebm.data.loading` for names and data dirs.
 """
 
@@ -16,3 +19,4 @@ from jebm.data.loading import JEBM_DATASETS, arrays, builder, default_data_dir, 
 from jebm.data.loading import source_to_arrays
 from jebm.data.pipeline import batch_indices, batches, dequantize, epoch_permutation
 from jebm.data.pipeline import steps_per_epoch, to_float
+from jebm.data.streaming import read_batch, stream
