@@ -258,6 +258,8 @@ def train_and_evaluate(
     manual_dir=manual_dir,
   )
   config = dataclasses.replace(config, example_shape=tuple(shape))
+  if config.augment != "none" and len(shape) != 3:
+    raise data.DataError(f"--augment={config.augment} needs image data; {config.dataset!r} is not")
   mesh = parallel.make_mesh()
   if config.batch_size % mesh.size or config.batch_size % jax.process_count():
     raise FlagConflictError(

@@ -25,7 +25,7 @@ ON_DIVERGENCE = ("stop", "rollback")
 # The version of the record ``config_to_dict`` writes (key "config_version"). Adding, removing or
 # changing the meaning of a field bumps it and adds a migration to ``_MIGRATIONS`` that fills the
 # new fields with the values reproducing how runs of the older version behaved.
-CONFIG_VERSION = 2
+CONFIG_VERSION = 3
 VERSION_KEY = "config_version"
 
 # Version 0: configs written before versions existed (no "config_version" key). Fields added
@@ -50,6 +50,9 @@ VERSION_0_VALUES = {
 # Version 1 -> 2: ema_decay added; 0 = no average, what version-1 runs did.
 VERSION_1_VALUES = {"ema_decay": 0.0}
 
+# Version 2 -> 3: augment added; version-2 runs trained on the images as they are.
+VERSION_2_VALUES = {"augment": "none"}
+
 
 class ConfigVersionError(ValueError):
   """A config record of a version this jebm cannot read (newer than ``CONFIG_VERSION``, or not a
@@ -65,7 +68,9 @@ class Config:
   ValueError names it as its flag, e.g. "--log_every must be an int >= 1, got 0".
 
   Data: dataset (a ``jebm.data`` name), example_shape (filled in from the data), num_classes
-  (0 = unconditional; > 0: the energy is conditioned on class ids).
+  (0 = unconditional; > 0: the energy is conditioned on class ids), augment ("none", or
+  "crop_flip": every training image randomly cropped from its 4-pixel zero padding and flipped
+  left-right with probability 1/2, on the device).
   Model: model (a ``jebm.models.MODELS`` name), features (conv widths; MLP hidden sizes; unused
   by the ResNet presets), activation, spectral_norm.
   Sampler: langevin_steps, step_size, noise_scale, grad_clip (0 = none), clip_mode, x_min, x_max.
@@ -96,6 +101,7 @@ class Config:
   dataset: str = "digits"
   example_shape: Tuple[int, ...] = ()
   num_classes: int = 10
+  augment: str = "none"
   model: str = "conv"
   features: Tuple[int, ...] = (32, 64)
   activation: str = "swish"
@@ -207,8 +213,13 @@ def _from_version_1(values: Dict[str, Any]) -> Dict[str, Any]:
   return {**VERSION_1_VALUES, **values}
 
 
+def _from_version_2(values: Dict[str, Any]) -> Dict[str, Any]:
+  """A version-2 dict as version 3: no augmentation."""
+  return {**VERSION_2_VALUES, **values}
+
+
 # _MIGRATIONS[v] turns a dict of version v into one of version v + 1.
-_MIGRATIONS = {0: _from_version_0, 1: _from_version_1}
+_MIGRATIONS = {0: _from_version_0, 1: _from_version_1, 2: _from_version_2}
 
 
 # --- Validation: every field on construction; messages name the flag as it is typed ----------
@@ -269,6 +280,7 @@ CHOICES = {
   "objective": train.OBJECTIVES,
   "lr_schedule": LR_SCHEDULES,
   "on_divergence": ON_DIVERGENCE,
+  "augment": train.AUGMENTATIONS,
 }
 
 
@@ -469,6 +481,7 @@ def train_config(config: Config) -> train.TrainConfig:
     ce_coeff=config.ce_coeff if config.conditional else 0.0,
     ce_temperature=config.ce_temperature,
     ce_fraction=config.ce_fraction,
+    augment=config.augment,
   )
 
 

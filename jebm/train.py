@@ -14,12 +14,13 @@ import jax.numpy as jnp
 import optax
 
 from jebm import langevin, losses, replay
-from jebm.data.pipeline import dequantize
+from jebm.data.pipeline import crop_flip, dequantize
 from jebm.energy import class_energy_table, from_model
 from jebm.langevin import LangevinConfig
 
 NEGATIVE_LABELS = ("batch", "buffer", "uniform")
 OBJECTIVES = ("cd", "softmax")
+AUGMENTATIONS = ("none", "crop_flip")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +62,8 @@ class TrainConfig:
       energy gaps of several units.
     ce_fraction: the fraction of each batch the term is computed on (in (0, 1]; it costs K energy
       evaluations and their parameter gradients per example).
+    augment: "none", or "crop_flip": the data batch randomly cropped from its 4-pixel zero
+      padding and flipped left-right (``jebm.data.crop_flip``), images only.
   """
 
   objective: str = "cd"
@@ -81,8 +84,11 @@ class TrainConfig:
   ce_coeff: float = 0.0
   ce_temperature: float = 1.0
   ce_fraction: float = 1.0
+  augment: str = "none"
 
   def __post_init__(self):
+    if self.augment not in AUGMENTATIONS:
+      raise ValueError(f"TrainConfig.augment must be one of {AUGMENTATIONS}, got {self.augment!r}")
     if not 0.0 <= self.reinit_prob <= 1.0:
       raise ValueError(f"TrainConfig.reinit_prob must be in [0, 1], got {self.reinit_prob}")
     if self.buffer_dtype not in ("uint8", "float32"):
@@ -185,12 +191,16 @@ def create_train_state(
   )
 
 
-def positive_examples(rng_key: jax.Array, images: jax.Array) -> jax.Array:
-  """Data batch -> float32 model inputs: uint8 images get the paper's uniform dequantisation
-  (``jebm.data.dequantize``), in [0, 1]; float data passes through."""
-  if images.dtype == jnp.uint8:
-    return dequantize(rng_key, images)
-  return images.astype(jnp.float32)
+def positive_examples(rng_key: jax.Array, images: jax.Array, augment: str = "none") -> jax.Array:
+  """Data batch [B, ...] -> float32 model inputs [B, ...]: uint8 images get the paper's uniform
+  dequantisation (``jebm.data.dequantize``), in [0, 1]; float data passes through. With
+  ``augment="crop_flip"``, images [B, H, W, C] are then cropped and flipped (``crop_flip``)."""
+  x = dequantize(rng_key, images) if images.dtype == jnp.uint8 else images.astype(jnp.float32)
+  if augment == "none":
+    return x
+  if x.ndim != 4:
+    raise ValueError(f"augment={augment!r} needs images [B, H, W, C], got shape {x.shape}")
+  return crop_flip(jax.random.fold_in(rng_key, 1), x)
 
 
 def _update_model_state(model, state: TrainState, x, y):
@@ -262,7 +272,7 @@ def make_train_step(
 
   def train_step(state: TrainState, batch: Dict[str, jax.Array]):
     data_key, replay_key, label_key, chain_key = jax.random.split(_step_key(state, axis_name), 4)
-    x_pos = positive_examples(data_key, batch["image"])
+    x_pos = positive_examples(data_key, batch["image"], config.augment)
     y_pos = batch["label"].astype(config.label_dtype) if config.conditional else None
     batch_size = x_pos.shape[0]
 
@@ -354,7 +364,7 @@ def make_softmax_step(
   """
 
   def train_step(state: TrainState, batch: Dict[str, jax.Array]):
-    x = positive_examples(_step_key(state, axis_name), batch["image"])
+    x = positive_examples(_step_key(state, axis_name), batch["image"], config.augment)
     y = batch["label"].astype(jnp.int32)
     state = state.replace(model_state=_update_model_state(model, state, x, y))
 

@@ -54,13 +54,14 @@ VERSION_0_FIRST = {
   "eval_num_samples": 1000,
 }
 
-# The fields of CONFIG_VERSION 2. Adding, removing or renaming a field (or changing what one
+# The fields of CONFIG_VERSION 3. Adding, removing or renaming a field (or changing what one
 # means) must bump CONFIG_VERSION and add a migration that fills the new fields with the values
 # reproducing the older version's behaviour; then update this list.
 VERSION_1_FIELDS = sorted(
   list(VERSION_0_FIRST) + list(config_lib.VERSION_0_VALUES)  # added after the first checkpoints
 )
 VERSION_2_FIELDS = sorted(VERSION_1_FIELDS + ["ema_decay"])
+VERSION_3_FIELDS = sorted(VERSION_2_FIELDS + ["augment"])
 
 
 def test_every_preset_and_its_softmax_baseline_is_a_valid_config():
@@ -138,12 +139,21 @@ def test_json_round_trip_carries_the_version():
 
 
 def test_the_fields_of_the_current_version_are_pinned():
-  assert config_lib.CONFIG_VERSION == 2, "new version: update VERSION_2_FIELDS and this test"
-  assert sorted(f.name for f in dataclasses.fields(Config)) == VERSION_2_FIELDS
+  assert config_lib.CONFIG_VERSION == 3, "new version: update VERSION_3_FIELDS and this test"
+  assert sorted(f.name for f in dataclasses.fields(Config)) == VERSION_3_FIELDS
+
+
+def test_version_2_runs_had_no_augmentation():
+  record = {k: v for k, v in config_lib.config_to_dict(Config()).items() if k != "augment"}
+  old = Config.from_dict(dict(record, config_version=2), source="a version-2 checkpoint")
+  assert old.augment == "none" and old == Config()
+  with pytest.raises(ValueError, match="--augment"):
+    Config(augment="rotate")
 
 
 def test_version_1_runs_had_no_parameter_average():
-  record = {k: v for k, v in config_lib.config_to_dict(Config()).items() if k != "ema_decay"}
+  drop = ("ema_decay", "augment")
+  record = {k: v for k, v in config_lib.config_to_dict(Config()).items() if k not in drop}
   old = Config.from_dict(dict(record, config_version=1), source="a version-1 checkpoint")
   assert old.ema_decay == 0.0 and old == Config()
 
@@ -178,7 +188,7 @@ def test_version_0_written_between_field_additions_keeps_what_it_has():
   assert config.ce_fraction == 1.0  # the term used the whole batch then
 
 
-@pytest.mark.parametrize("version", [3, 99, "1", -1, 1.0, None])
+@pytest.mark.parametrize("version", [config_lib.CONFIG_VERSION + 1, 99, "1", -1, 1.0, None])
 def test_a_newer_or_unknown_version_is_refused_naming_it_and_the_source(version):
   record = dict(config_lib.config_to_dict(Config()), config_version=version)
   with pytest.raises(config_lib.ConfigVersionError, match=f"checkpoint X.*{version!r}"):

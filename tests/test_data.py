@@ -354,3 +354,23 @@ def test_dequantize():
   assert float(jnp.std(x * 256 - images)) == pytest.approx(np.sqrt(1 / 12), rel=0.05)
   assert not jnp.array_equal(x, jd.dequantize(jax.random.key(1), images))
   assert float(clean.max()) == 1.0 and float(clean.min()) == 0.0
+
+
+def test_crop_flip_moves_each_image_by_at_most_the_padding_and_flips_half():
+  """A single bright pixel per image: after crop_flip it sits within 4 pixels of where it was
+  (or of its mirror image), or has left the frame; about half the images are flipped."""
+  images = np.zeros((400, 16, 16, 1), np.float32)
+  images[:, 5, 2] = 1.0
+  out = np.asarray(jax.jit(jd.crop_flip)(jax.random.key(0), images))
+  assert out.shape == images.shape and out.dtype == images.dtype
+  flipped = 0
+  for image in out[..., 0]:
+    rows, cols = np.nonzero(image)
+    assert len(rows) <= 1 and image.sum() in (0.0, 1.0)
+    if len(rows):
+      assert abs(rows[0] - 5) <= 4
+      plain, mirrored = abs(cols[0] - 2) <= 4, abs(cols[0] - 13) <= 4
+      assert plain or mirrored
+      flipped += mirrored
+  assert 120 < flipped < 280  # the pixel stays in the frame in most images either way
+  np.testing.assert_array_equal(jd.random_crop(jax.random.key(1), images, 0), images)

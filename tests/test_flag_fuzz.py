@@ -134,6 +134,7 @@ OUT_OF_RANGE = {
   "preset": ["nope"],
   "dataset": ["nope", "toy2d/nope"],
   "model": ["resnet7"],
+  "augment": ["rotate"],
   "out": ["samples.txt"],
   "feature_fn": ["nocolon", "a:b:c"],
   "manual_dir": ["/nonexistent/jebm/mnist"],

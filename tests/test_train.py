@@ -66,12 +66,17 @@ def test_training_on_eight_gaussians_covers_all_modes():
   assert per_mode.min() > 0.02, per_mode
 
 
-def _tiny_conv_setup(conditional, kl_coeff=0.0):
+def _tiny_conv_setup(conditional, kl_coeff=0.0, augment="none"):
   from jebm.models.conv import ConvEnergy
 
   sampler = langevin.LangevinConfig(num_steps=3, step_size=10.0, noise_scale=0.005, grad_clip=0.01)
   config = train.TrainConfig(
-    langevin=sampler, buffer_capacity=32, conditional=conditional, kl_coeff=kl_coeff, kl_steps=1
+    langevin=sampler,
+    buffer_capacity=32,
+    conditional=conditional,
+    kl_coeff=kl_coeff,
+    kl_steps=1,
+    augment=augment,
   )
   model = ConvEnergy(features=(8, 16), num_classes=10 if conditional else None)
   optimizer = optim.igebm_adam()
@@ -83,9 +88,12 @@ def _tiny_conv_setup(conditional, kl_coeff=0.0):
   return train.make_train_step(model, optimizer, config), state, batch
 
 
-@pytest.mark.parametrize("conditional,kl_coeff", [(False, 0.0), (True, 0.0), (True, 1.0)])
-def test_train_step_runs_and_reports_metrics(conditional, kl_coeff):
-  step, state, batch = _tiny_conv_setup(conditional, kl_coeff)
+@pytest.mark.parametrize(
+  "conditional,kl_coeff,augment",
+  [(False, 0.0, "crop_flip"), (True, 0.0, "none"), (True, 1.0, "none")],
+)
+def test_train_step_runs_and_reports_metrics(conditional, kl_coeff, augment):
+  step, state, batch = _tiny_conv_setup(conditional, kl_coeff, augment)
   new_state, metrics = jax.jit(step)(state, batch)
   expected = {
     "loss",

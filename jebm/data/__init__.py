@@ -17,6 +17,7 @@ from jebm.data.checks import DataError, check_arrays, check_dataset_name
 from jebm.data.idx import read_idx, write_idx
 from jebm.data.loading import JEBM_DATASETS, arrays, builder, default_data_dir, load
 from jebm.data.loading import source_to_arrays
-from jebm.data.pipeline import batch_indices, batches, dequantize, epoch_permutation
+from jebm.data.pipeline import batch_indices, batches, crop_flip, dequantize, epoch_permutation
+from jebm.data.pipeline import random_crop
 from jebm.data.pipeline import steps_per_epoch, to_float
 from jebm.data.streaming import read_batch, stream

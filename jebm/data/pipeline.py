@@ -136,6 +136,27 @@ def dequantize(rng_key, images):
   return (jnp.asarray(images, jnp.float32) + noise) / 256.0
 
 
+def random_crop(rng_key, images, pad):
+  """Each image [B, H, W, C] cropped at a random offset from its ``pad``-pixel zero padding, i.e.
+  translated by up to ±pad pixels per axis, the uncovered border zero. Jit-able."""
+  if pad == 0:
+    return images
+  _, height, width, channels = images.shape
+  padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  offsets = jax.random.randint(rng_key, (images.shape[0], 2), 0, 2 * pad + 1)
+  crop = lambda image, o: jax.lax.dynamic_slice(image, (o[0], o[1], 0), (height, width, channels))
+  return jax.vmap(crop)(padded, offsets)
+
+
+def crop_flip(rng_key, images, pad=4):
+  """The usual CIFAR augmentation: ``random_crop`` with ``pad``, then a left-right flip of each
+  image with probability 1/2. images [B, H, W, C] -> same shape and dtype. Jit-able."""
+  crop_key, flip_key = jax.random.split(rng_key)
+  images = random_crop(crop_key, images, pad)
+  flip = jax.random.bernoulli(flip_key, 0.5, (images.shape[0], 1, 1, 1))
+  return jnp.where(flip, images[:, :, ::-1, :], images)
+
+
 def to_float(images):
   """uint8 images -> float32 images / 255 in [0, 1], same shape, no noise. Jit-able."""
   return jnp.asarray(images, jnp.float32) / 255.0

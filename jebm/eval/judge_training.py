@@ -6,10 +6,10 @@ import logging
 from typing import Any, Optional
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jebm.data.pipeline import random_crop
 from jebm.eval.judge import (
   Judge,
   as_judge_images,
@@ -20,19 +20,8 @@ from jebm.eval.judge import (
 )
 
 
-def _random_shift(rng_key, images, max_shift):
-  """Translates each image [B, H, W, C] by up to ±max_shift pixels, filling with zeros."""
-  if max_shift == 0:
-    return images
-  _, h, w, c = images.shape
-  padded = jnp.pad(images, ((0, 0), (max_shift,) * 2, (max_shift,) * 2, (0, 0)))
-  offsets = jax.random.randint(rng_key, (images.shape[0], 2), 0, 2 * max_shift + 1)
-  crop = lambda im, o: jax.lax.dynamic_slice(im, (o[0], o[1], 0), (h, w, c))
-  return jax.vmap(crop)(padded, offsets)
-
-
 def _train_step(params, opt_state, images, labels, step, *, augment_key, config, optimizer):
-  x = _random_shift(
+  x = random_crop(
     jax.random.fold_in(augment_key, step), as_judge_images(images, config), config.augment_shift
   )
 
