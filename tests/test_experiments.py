@@ -213,7 +213,8 @@ def test_two_device_run_is_sampled_evaluated_and_resumed_by_a_one_device_process
 
 def test_two_processes_train_like_one_process_with_two_devices(trained, env, tmp_path):
   """jax.distributed on localhost: 2 processes x 1 CPU device end where the `trained` run (1
-  process x 2 devices, same flags) ended."""
+  process x 2 devices, same flags) ended, also when they resume reading their shards of each
+  batch through grain (the `trained` run read them from memory)."""
   workdir = tmp_path / "w"
   args = [*TINY, f"--workdir={workdir}", "--num_steps=20", "--checkpoint_every=10"]
   train_on_two_processes(args, env)
@@ -223,7 +224,7 @@ def test_two_processes_train_like_one_process_with_two_devices(trained, env, tmp
     np.testing.assert_allclose(a, b, atol=1e-6)
   assert len(list(workdir.glob("events.out.tfevents.*"))) == 1  # process 0's only
   shutil.rmtree(workdir / "checkpoints" / "20")  # resume from step 10, on both processes
-  assert "Resumed from step 10" in train_on_two_processes(args, env)
+  assert "Resumed from step 10" in train_on_two_processes([*args, "--loader=grain"], env)
   step, params = params_of(workdir)
   assert step == 20
   for a, b in zip(params, trained_params):
@@ -535,7 +536,7 @@ def test_bad_training_data_is_a_clear_error(monkeypatch, change, overrides, mess
     trainer.load_train_data(config)
 
 
-def test_missing_data_is_a_data_error_and_unconditional_runs_ignore_labels(monkeypatch):
+def test_missing_data_is_a_data_error_and_unconditional_runs_ignore_labels(monkeypatch, tmp_path):
   def missing(*args, **kwargs):
     raise FileNotFoundError("TFDS dataset 'x' is not prepared")
 
@@ -543,6 +544,9 @@ def test_missing_data_is_a_data_error_and_unconditional_runs_ignore_labels(monke
   monkeypatch.setattr(trainer.data, "arrays", missing)
   with pytest.raises(data.DataError, match="is not prepared"):
     trainer.load_train_data(config)
+  unprepared = dataclasses.replace(config, dataset="cifar10")
+  with pytest.raises(data.DataError, match="tfds build cifar10"):  # the streaming loader too
+    trainer.train_batches(unprepared, loader="grain", data_dir=str(tmp_path))
   arrays = {**_digits_like(), "label": np.full(64, 99, np.int32)}
   monkeypatch.setattr(trainer.data, "arrays", lambda *args, **kwargs: arrays)
   unconditional = dataclasses.replace(config, num_classes=0)
