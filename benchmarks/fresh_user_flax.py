@@ -6,7 +6,7 @@ whose only jebm-specific step is ``import jebm`` before any JAX computation.
 variable and ``XLA_FLAGS`` removed from its environment, and talks to it over stdin/stdout in the
 JSON-line protocol of ``torch_impl.py``: {"op": "setup", "workloads": [name, ...], "quick": bool}
 -> {"tasks": [...], "xla_flags": ..., "energies": {name: [...]}}; {"op": "prepare" | "warmup" |
-"run", "workload"} -> {"seconds": s}; {"op": "quit"}. The chains are ``jax.jit`` of
+"run", "impl", "workload"} -> {"seconds": s}; {"op": "quit"}. The chains are ``jax.jit`` of
 ``langevin.sample`` on ``benchmarks.swap_conv.PlainFlaxEnergy`` with XLA's options as the process
 has them: no compiler options passed.
 """

@@ -143,6 +143,22 @@ class Worker:
       self.proc.kill()
 
 
+def worker_task(
+  worker: Worker, impl: str, workload: str, steps: int, precision="float32", prepares=False
+) -> Task:
+  """A task that the worker runs: each op is a request (``prepares``: it compiles on request)."""
+  call = lambda op: worker.request(op=op, impl=impl, workload=workload)["seconds"]
+  return Task(
+    impl,
+    workload,
+    steps,
+    precision=precision,
+    prepare=(lambda: call("prepare")) if prepares else (lambda: None),
+    run=lambda: call("run"),
+    warmup=lambda: call("warmup"),
+  )
+
+
 def torch_worker(venv: str, threads: Optional[int] = None) -> Worker:
   """The PyTorch implementations, in their own environment (set up on first use)."""
   python = os.path.join(venv, "bin", "python")
@@ -173,19 +189,8 @@ def fresh_user_flax_tasks(workloads: List[Workload], variables, quick: bool):
     )
     for w in convs
   }
-  tasks = []
-  for w in convs:
-    call = lambda op, name=w.name: worker.request(op=op, workload=name)["seconds"]
-    tasks.append(
-      Task(
-        jebm_impl.FRESH_USER_FLAX,
-        w.name,
-        w.sample_steps,
-        prepare=lambda call=call: call("prepare"),
-        run=lambda call=call: call("run"),
-        warmup=lambda call=call: call("warmup"),
-      )
-    )
+  impl = jebm_impl.FRESH_USER_FLAX
+  tasks = [worker_task(worker, impl, w.name, w.sample_steps, prepares=True) for w in convs]
   return tasks, worker, {"xla_flags": reply["xla_flags"], "energy_check": check}
 
 
@@ -208,20 +213,8 @@ def torch_tasks(
   for t in reply["tasks"]:
     impl, name = t["impl"], t["workload"]
     steps = 2 * jebm_impl.MATMUL_SIZE**3 if name == "matmul" else by_name[name].sample_steps
-    call = lambda op, impl=impl, name=name: server.request(op=op, impl=impl, workload=name)[
-      "seconds"
-    ]
-    tasks.append(
-      Task(
-        impl,
-        name,
-        steps,
-        precision="bf16 autocast" if "bf16" in impl else "float32",
-        prepare=lambda: None,
-        run=lambda call=call: call("run"),
-        warmup=lambda call=call: call("warmup"),
-      )
-    )
+    precision = "bf16 autocast" if "bf16" in impl else "float32"
+    tasks.append(worker_task(server, impl, name, steps, precision))
   return tasks, {"energy_check": reply["energy_check"], "info": reply["info"]}
 
 

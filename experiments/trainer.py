@@ -37,28 +37,40 @@ LOADERS = ("auto", "memory", "grain")
 MEMORY_LIMIT_BYTES = 2**30  # --loader=auto reads a split up to this size into memory
 
 
-def _train_source(config: config_lib.Config, data_dir=None, manual_dir=None):
+def _read_train_split(read, config: config_lib.Config, data_dir, manual_dir):
+  """``read(dataset, "train", ...)`` (``data.load`` or ``data.arrays``); a missing split raises
+  ``jebm.data.DataError`` with the message that says how to get it."""
   try:
-    return data.load(config.dataset, "train", data_dir=data_dir, manual_dir=manual_dir)
+    return read(config.dataset, "train", data_dir=data_dir, manual_dir=manual_dir)
   except FileNotFoundError as e:  # not prepared, or MNIST files missing: the message says how
     raise data.DataError(str(e)) from e
 
 
-def _check_train_arrays(config: config_lib.Config, arrays, num_examples: int, what: str) -> None:
+def _split_name(config: config_lib.Config, what: str = "") -> str:
+  return f"dataset {config.dataset!r} (train split{what})"
+
+
+def _check_train_arrays(config: config_lib.Config, arrays, what: str = "") -> None:
   """Checks ``arrays`` (the split, or a batch of it) against ``config``: example_shape, labels in
-  [0, num_classes), values finite and in [x_min, x_max], batch_size <= ``num_examples``."""
-  name = f"dataset {config.dataset!r} (train split{what})"
+  [0, num_classes), values finite and in [x_min, x_max]."""
   data.check_arrays(
-    arrays, num_classes=config.num_classes, value_range=(config.x_min, config.x_max), name=name
+    arrays,
+    num_classes=config.num_classes,
+    value_range=(config.x_min, config.x_max),
+    name=_split_name(config, what),
   )
   shape = tuple(arrays["image"].shape[1:])
   if config.example_shape and tuple(config.example_shape) != shape:
     raise data.DataError(
       f"config.example_shape {config.example_shape} does not match the data {shape}"
     )
+
+
+def _check_batch_size(config: config_lib.Config, num_examples: int) -> None:
   if num_examples < config.batch_size:
     raise data.DataError(
-      f"--batch_size={config.batch_size} exceeds the {num_examples} examples of {name}"
+      f"--batch_size={config.batch_size} exceeds the {num_examples} examples of "
+      f"{_split_name(config)}"
     )
 
 
@@ -68,11 +80,9 @@ def load_train_data(
   """The training split as arrays, checked before any work against ``config`` (example_shape,
   labels in [0, num_classes), values finite and in [x_min, x_max], batch_size); a missing or
   unusable split raises ``jebm.data.DataError`` naming the problem."""
-  try:
-    arrays = data.arrays(config.dataset, "train", data_dir=data_dir, manual_dir=manual_dir)
-  except FileNotFoundError as e:  # not prepared, or MNIST files missing: the message says how
-    raise data.DataError(str(e)) from e
-  _check_train_arrays(config, arrays, len(arrays["image"]), "")
+  arrays = _read_train_split(data.arrays, config, data_dir, manual_dir)
+  _check_train_arrays(config, arrays)
+  _check_batch_size(config, len(arrays["image"]))
   arrays.setdefault("label", np.zeros((len(arrays["image"]),), np.int32))
   return arrays
 
@@ -95,7 +105,9 @@ def train_batches(
   if loader not in LOADERS:
     raise ValueError(f"--loader must be one of {LOADERS}, got {loader!r}")
   per_process, seed = config.batch_size // jax.process_count(), config.seed
-  source = _train_source(config, data_dir, manual_dir)
+  source = (
+    None if loader == "memory" else _read_train_split(data.load, config, data_dir, manual_dir)
+  )
   if loader == "auto":
     record_bytes = sum(np.asarray(v).nbytes for v in source[0].values())
     loader = "memory" if len(source) * record_bytes <= MEMORY_LIMIT_BYTES else "grain"
@@ -104,11 +116,7 @@ def train_batches(
     return arrays["image"].shape[1:], lambda step: data.batches(
       arrays, per_process, seed=seed, start_step=step
     )
-  if len(source) < config.batch_size:
-    raise data.DataError(
-      f"--batch_size={config.batch_size} exceeds the {len(source)} examples of dataset "
-      f"{config.dataset!r} (train split)"
-    )
+  _check_batch_size(config, len(source))
   stream = lambda step: data.stream(
     source, per_process, seed=seed, start_step=step, num_workers=loader_workers
   )
@@ -120,7 +128,7 @@ def train_batches(
     process_index=jax.process_index(),
     process_count=jax.process_count(),
   )
-  _check_train_arrays(config, first_batch, len(source), ", its first batch")
+  _check_train_arrays(config, first_batch, ", its first batch")
   return first_batch["image"].shape[1:], stream
 
 

@@ -158,11 +158,13 @@ def _batch(args, dims, *, stride):
   return jnp.stack([conv2d(xi, ki, stride) for xi, ki in zip(xs, kernel)]), 0
 
 
-conv2d_p.def_impl(lambda x, kernel, *, stride: xla_conv(x, kernel, stride))
+def _conv2d_impl(x, kernel, *, stride):
+  return xla_conv(x, kernel, stride)
+
+
+conv2d_p.def_impl(_conv2d_impl)
 conv2d_p.def_abstract_eval(_conv2d_shape)
-mlir.register_lowering(
-  conv2d_p, mlir.lower_fun(lambda x, kernel, *, stride: xla_conv(x, kernel, stride), False)
-)
+mlir.register_lowering(conv2d_p, mlir.lower_fun(_conv2d_impl, multiple_results=False))
 ad.defbilinear(conv2d_p, _transpose_x, _transpose_kernel)
 batching.primitive_batchers[conv2d_p] = _batch
 

@@ -18,7 +18,7 @@ import jax
 from absl import flags
 import numpy as np
 
-from jebm.data.pipeline import batch_indices, steps_per_epoch
+from jebm.data.pipeline import batch_indices
 
 _ENDLESS = 2**62  # batch numbers: grain's range needs an end
 
@@ -99,11 +99,15 @@ def stream(
   """
   process_index = jax.process_index() if process_index is None else process_index
   process_count = jax.process_count() if process_count is None else process_count
-  if steps_per_epoch(len(source), batch_size * process_count) == 0:
-    raise ValueError(
-      f"Global batch {batch_size * process_count} (= {batch_size} x {process_count} processes)"
-      f" exceeds the {len(source)} examples of the source"
-    )
+  # Batch indices now, so that a global batch larger than the source fails here, not in grain.
+  batch_indices(
+    len(source),
+    batch_size,
+    start_step,
+    seed=seed,
+    process_index=process_index,
+    process_count=process_count,
+  )
   read = functools.partial(
     read_batch,
     source,
