@@ -113,10 +113,10 @@ PRESETS = {
     model="resnet32_wider",
     learning_rate=1e-4,
   ),
-  # Needs ImageNet prepared at a fixed 128x128 size (TFDS's imagenet2012 keeps original sizes).
+  # As the paper: each image's short side resized to 128, its central 128 x 128 kept.
   "imagenet128_cond": dataclasses.replace(
     _PAPER,
-    dataset="imagenet2012",
+    dataset="imagenet2012@128",
     num_classes=1000,
     model="resnet128",
     langevin_steps=50,

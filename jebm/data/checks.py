@@ -9,19 +9,17 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from jebm.data import loading
-
-
-class DataError(ValueError):
-  """Data a run cannot use as it is (missing, malformed, or not matching the config); the
-  message names the data and the problem."""
+from jebm.data.loading import DataError
 
 
 def check_dataset_name(name: str) -> None:
   """Raises ValueError unless ``name`` is one of jebm's datasets (``JEBM_DATASETS``) or a TFDS
-  registry name (``"cifar10"``, ``"imagenet_resized/32x32"``, ``"cifar10:3.0.2"``). Nothing is
-  read or prepared: whether the data is there is checked when it is loaded."""
+  registry name (``"cifar10"``, ``"imagenet_resized/32x32"``, ``"cifar10:3.0.2"``), optionally
+  with an image size (``"imagenet2012@128"``). Nothing is read or prepared: whether the data is
+  there is checked when it is loaded."""
   if not isinstance(name, str) or not name:
     raise ValueError(f"a dataset name must be a non-empty string, got {name!r}")
+  name, _ = loading.split_image_size(name)
   jebm_cls, _ = loading._jebm_builder_cls(name)  # ValueError for an unknown jebm config
   if jebm_cls is not None:
     return

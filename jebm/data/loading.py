@@ -6,23 +6,48 @@ which is only read: it must already be prepared in ArrayRecord format, once, wit
 ``tfds build NAME --file_format=array_record --data_dir=DIR`` (the one step that needs TensorFlow).
 Nothing here downloads anything.
 
+A name may end in ``@SIZE`` (``"imagenet2012@128"``): every image is then resized so that its
+short side is SIZE and its central SIZE x SIZE is kept (`jebm.data.resize`), which is how
+datasets of varying image size are read.
+
 Data dir: the ``data_dir`` argument, else $JEBM_DATA_DIR, else $TFDS_DATA_DIR, else
 ``~/tensorflow_datasets``.
 """
 
+import functools
 import os
 from pathlib import Path
+from typing import Optional, Tuple
 
+import grain
 import numpy as np
 import tensorflow_datasets as tfds
 
 from jebm.data.builders import JebmDigits, JebmMnist, JebmToy2d, find_mnist_files
 from jebm.data.builders.mnist import MNIST_ENV_VAR
-from jebm.data import toy2d
+from jebm.data import resize, toy2d
 
 JEBM_DATASETS = ("digits", "mnist") + tuple(f"toy2d/{n}" for n in toy2d.NAMES)
 _JEBM_BUILDERS = {"digits": JebmDigits, "mnist": JebmMnist, "toy2d": JebmToy2d}
 _READ_CHUNK = 8192
+
+
+class DataError(ValueError):
+  """Data a run cannot use as it is (missing, malformed, or not matching the config); the
+  message names the data and the problem."""
+
+
+def split_image_size(name: str) -> Tuple[str, Optional[int]]:
+  """(dataset name, image size or None): ``"imagenet2012@128"`` -> ``("imagenet2012", 128)``,
+  ``"mnist"`` -> ``("mnist", None)``; ValueError for a size that is not a positive int."""
+  base, at, size = name.partition("@")
+  if not at:
+    return name, None
+  if not size.isdigit() or int(size) < 1:
+    raise ValueError(
+      f"dataset {name!r}: the image size after '@' must be a positive int (as in 'NAME@128')"
+    )
+  return base, int(size)
 
 
 def default_data_dir():
@@ -39,7 +64,7 @@ def builder(name, *, data_dir=None, manual_dir=None):
   Args:
     name: a `JEBM_DATASETS` name (``"digits"``, ``"mnist"``, ``"toy2d/8gaussians"``; the
       ``jebm_`` TFDS names work too) or a TFDS registry name, optionally with config/version
-      (``"downsampled_imagenet/32x32"``, ``"cifar10:3.0.2"``).
+      (``"downsampled_imagenet/32x32"``, ``"cifar10:3.0.2"``); an ``@SIZE`` ending is ignored here.
     data_dir: see the module docstring.
     manual_dir: for ``mnist`` only: directory of the four IDX files (default $JEBM_MNIST_DIR,
       then ``<data_dir>/downloads/manual``).
@@ -53,6 +78,7 @@ def builder(name, *, data_dir=None, manual_dir=None):
       gives the `tfds build` command).
   """
   data_dir = os.fspath(data_dir) if data_dir is not None else default_data_dir()
+  name, _ = split_image_size(name)
   jebm_cls, config = _jebm_builder_cls(name)
   if jebm_cls is not None:
     return _prepare_jebm(jebm_cls, config, data_dir, manual_dir)
@@ -69,20 +95,25 @@ def load(name, split, *, data_dir=None, manual_dir=None):
     manual_dir: for ``mnist`` only (see `builder`).
 
   Returns:
-    A sequence (``len``, ``[i]``, ``__getitems__``) of records ``{"image": uint8 [H, W, C]
-    (float32 [2] for toy2d), "label": int scalar, ...}``.
+    A sequence (``len``, ``[i]``; ``__getitems__`` unless resized) of records ``{"image": uint8
+    [H, W, C] (float32 [2] for toy2d; [SIZE, SIZE, C] for ``NAME@SIZE``), "label": int scalar,
+    ...}``.
 
   Raises:
     ValueError: unknown name or split.
   """
   prepared = builder(name, data_dir=data_dir, manual_dir=manual_dir)
   try:
-    return prepared.as_data_source(split=split)
+    source = prepared.as_data_source(split=split)
   except (KeyError, ValueError, AssertionError) as e:
     raise ValueError(
       f"Unknown split {split!r} for dataset {name!r}: available splits are"
       f" {sorted(prepared.info.splits)} (slices like 'train[:10%]' work too)"
     ) from e
+  _, size = split_image_size(name)
+  if size is None:
+    return source
+  return grain.MapDataset.source(source).map(functools.partial(resize.resize_record, size=size))
 
 
 def arrays(name, split, *, data_dir=None, manual_dir=None):
@@ -104,6 +135,9 @@ def source_to_arrays(source, keys=("image", "label")):
 
   Returns:
     dict key -> array [N, ...] (labels as int32).
+
+  Raises:
+    DataError: records whose arrays differ in shape (images of varying size).
   """
   n = len(source)
   if n == 0:
@@ -118,8 +152,22 @@ def source_to_arrays(source, keys=("image", "label")):
   for start in range(0, n, _READ_CHUNK):
     records = read(range(start, min(start + _READ_CHUNK, n)))
     for k, array in out.items():
-      array[start : start + len(records)] = np.stack([r[k] for r in records])
+      array[start : start + len(records)] = stack_records(records, k, array.shape[1:])
   return out
+
+
+def stack_records(records, key: str, shape=None) -> np.ndarray:
+  """``np.stack`` of ``record[key]`` over ``records`` ([N, ...]), all of ``shape`` if given (else
+  of the first's); DataError naming the shapes when they differ (images of varying size)."""
+  values = [np.asarray(r[key]) for r in records]
+  shapes = {v.shape for v in values} | ({tuple(shape)} if shape is not None else set())
+  if len(shapes) > 1:
+    raise DataError(
+      f"the records' {key!r} arrays differ in shape ({sorted(shapes)[:4]}): images of varying"
+      " size need one size; name the dataset as 'NAME@SIZE' (e.g. 'imagenet2012@128') to resize"
+      " the short side to SIZE and keep the central SIZE x SIZE"
+    )
+  return np.stack(values)
 
 
 def _jebm_builder_cls(name):

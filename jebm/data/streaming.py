@@ -18,6 +18,7 @@ import jax
 from absl import flags
 import numpy as np
 
+from jebm.data.loading import stack_records
 from jebm.data.pipeline import batch_indices
 
 _ENDLESS = 2**62  # batch numbers: grain's range needs an end
@@ -40,6 +41,9 @@ def read_batch(
   Returns:
     {key: [B, ...] numpy} stacked from the records (each passed through ``transform`` first, if
     given); "label" as int32, zeros when the records have none.
+
+  Raises:
+    DataError: records whose arrays differ in shape (images of varying size).
   """
   ids = batch_indices(
     len(source),
@@ -53,7 +57,7 @@ def read_batch(
   records = get_many([int(i) for i in ids]) if get_many else [source[int(i)] for i in ids]
   if transform is not None:
     records = [transform(r) for r in records]
-  batch = {k: np.stack([np.asarray(r[k]) for r in records]) for k in keys if k in records[0]}
+  batch = {k: stack_records(records, k) for k in keys if k in records[0]}
   if "label" in keys and "label" not in batch:
     batch["label"] = np.zeros((len(records),), np.int32)
   elif "label" in batch:
