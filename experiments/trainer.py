@@ -50,6 +50,21 @@ def _split_name(config: config_lib.Config, what: str = "") -> str:
   return f"dataset {config.dataset!r} (train split{what})"
 
 
+def _check_one_image_size(config: config_lib.Config, data_dir, manual_dir) -> None:
+  """DataError before any work when the (prepared) dataset declares images of varying size (as
+  imagenet2012) and its name gives no size to resize them to: a stream could otherwise fail on
+  the first batch whose sizes differ, mid-run."""
+  if data.split_image_size(config.dataset)[1] is not None:
+    return
+  features = data.builder(config.dataset, data_dir=data_dir, manual_dir=manual_dir).info.features
+  shape = features["image"].shape if "image" in features else ()
+  if None in shape:
+    raise data.DataError(
+      f"{_split_name(config)} has images of varying size {shape}; train on them resized with"
+      f" --dataset={config.dataset}@SIZE (short side to SIZE, central SIZE x SIZE kept)"
+    )
+
+
 def _check_train_arrays(config: config_lib.Config, arrays, what: str = "") -> None:
   """Checks ``arrays`` (the split, or a batch of it) against ``config``: example_shape, labels in
   [0, num_classes), values finite and in [x_min, x_max]."""
@@ -117,6 +132,7 @@ def train_batches(
       arrays, per_process, seed=seed, start_step=step
     )
   _check_batch_size(config, len(source))
+  _check_one_image_size(config, data_dir, manual_dir)
   stream = lambda step: data.stream(
     source, per_process, seed=seed, start_step=step, num_workers=loader_workers
   )

@@ -11,13 +11,14 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import PIL.Image
 import pytest
 import tensorflow_datasets as tfds
 
 import jebm.data as jd
 from jebm.data.builders import digits_split
 from jebm.data.builders.base import JebmBuilder
+
+from conftest import VARIABLE_SIZES, smooth_image
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_MNIST_DIRS = (REPO.parent / "shared" / "data" / "mnist", Path("/work/shared/data/mnist"))
@@ -222,40 +223,6 @@ def test_prepared_tfds_dataset_is_read(tmp_path):
   assert sorted(got["image"][:, 0, 0, 0]) == list(range(12))
 
 
-class VariableSizeImages(JebmBuilder):
-  """Stands for ImageNet as `tfds build` prepares it: encoded images of varying size."""
-
-  VERSION = tfds.core.Version("1.0.0")
-  SIZES = ((20, 40), (48, 24), (16, 16), (17, 90), (33, 21), (64, 50))
-
-  def _info(self):
-    return tfds.core.DatasetInfo(
-      builder=self,
-      features=tfds.features.FeaturesDict(
-        {
-          "image": tfds.features.Image(shape=(None, None, 3), encoding_format="png"),
-          "label": tfds.features.ClassLabel(num_classes=2),
-        }
-      ),
-    )
-
-  def _split_generators(self, dl_manager):
-    return {"train": self._generate_examples()}
-
-  def _generate_examples(self):
-    rng = np.random.default_rng(0)
-    for i, shape in enumerate(self.SIZES):
-      yield i, {"image": PIL.Image.fromarray(_image(rng, shape)), "label": i % 2}
-
-
-def _image(rng, shape):
-  """A smooth random uint8 image [H, W, 3] (its resizes are well defined)."""
-  h, w = shape
-  yy, xx = np.meshgrid(np.linspace(0, 1, h), np.linspace(0, 1, w), indexing="ij")
-  a, b = rng.uniform(0, 255, (2, 3))
-  return (a * yy[..., None] + b * xx[..., None] * (1 - yy[..., None])).astype(np.uint8)
-
-
 def test_resize_and_center_crop_known_answers():
   rng = np.random.default_rng(0)
   wide = rng.integers(0, 256, (8, 20, 3), dtype=np.uint8)
@@ -268,28 +235,25 @@ def test_resize_and_center_crop_known_answers():
   assert got.shape == (10, 10, 2) and got.dtype == np.uint8
   np.testing.assert_array_equal(got[:, :4], 0)
   np.testing.assert_array_equal(got[:, 6:], 255)
-  smooth = _image(rng, (60, 90)).astype(float)  # 6x shrink to 10 x 15, crop 2:12: block means
+  smooth = smooth_image(rng, (60, 90)).astype(float)  # 6x shrink to 10 x 15, crop 2:12: block means
   want = smooth[:, 12:72].reshape(10, 6, 10, 6, 3).mean(axis=(1, 3))
   got = jd.resize_and_center_crop(smooth.astype(np.uint8), 10)
   assert np.abs(got - want)[1:-1, 1:-1].max() <= 1.5  # inside: the filter is not cut by the border
 
 
-def test_images_of_varying_size_read_resized_and_cropped(tmp_path):
-  VariableSizeImages(data_dir=tmp_path).download_and_prepare(
-    download_config=tfds.download.DownloadConfig(try_download_gcs=False)
-  )
-  raw = jd.load("variable_size_images", "train", data_dir=tmp_path)
-  assert {raw[i]["image"].shape[:2] for i in range(6)} == set(VariableSizeImages.SIZES)
+def test_images_of_varying_size_read_resized_and_cropped(variable_size_images):
+  raw = jd.load("variable_size_images", "train", data_dir=variable_size_images)
+  assert {raw[i]["image"].shape[:2] for i in range(6)} == set(VARIABLE_SIZES)
   with pytest.raises(jd.DataError, match=r"differ in shape.*'NAME@SIZE'"):
-    jd.arrays("variable_size_images", "train", data_dir=tmp_path)
+    jd.arrays("variable_size_images", "train", data_dir=variable_size_images)
   with pytest.raises(jd.DataError, match="differ in shape"):
     next(jd.stream(raw, 6, seed=0))
-  got = jd.arrays("variable_size_images@16", "train", data_dir=tmp_path)
+  got = jd.arrays("variable_size_images@16", "train", data_dir=variable_size_images)
   assert got["image"].shape == (6, 16, 16, 3) and got["image"].dtype == np.uint8
   for i in range(6):
     np.testing.assert_array_equal(got["image"][i], jd.resize_and_center_crop(raw[i]["image"], 16))
     assert got["label"][i] == raw[i]["label"]
-  source = jd.load("variable_size_images@16", "train", data_dir=tmp_path)
+  source = jd.load("variable_size_images@16", "train", data_dir=variable_size_images)
   want = jd.batches(got, 4, seed=2, start_step=3)
   with contextlib.closing(jd.stream(source, 4, seed=2, start_step=3, num_workers=1)) as streamed:
     for _ in range(3):
@@ -301,7 +265,9 @@ def test_images_of_varying_size_read_resized_and_cropped(tmp_path):
       jd.check_dataset_name(bad)
   jd.check_dataset_name("imagenet2012@128")
   with pytest.raises(FileNotFoundError, match="tfds build imagenet2012 --file_format"):
-    jd.load("imagenet2012@128", "train", data_dir=tmp_path)  # the preset's name, not prepared
+    jd.load(
+      "imagenet2012@128", "train", data_dir=variable_size_images
+    )  # the preset's name, not prepared
 
 
 def test_default_data_dir(monkeypatch, tmp_path):

@@ -570,6 +570,23 @@ def test_quickstart_notebook_runs_and_restores_a_launcher_checkpoint(trained, mo
   assert "20 steps:" in text and "10 classes, samples (100, 8, 8, 1)" in text
 
 
+def test_training_reads_images_of_varying_size_resized(variable_size_images):
+  """A dataset of images of varying size (as imagenet2012) trains as NAME@SIZE through either
+  loader, and without a size fails before any work with the DataError that says to name one."""
+  config = dataclasses.replace(presets.PRESETS["default"], batch_size=4, num_classes=2, seed=1)
+  sized = dataclasses.replace(config, dataset="variable_size_images@16")
+  read = lambda c, loader: trainer.train_batches(c, loader=loader, data_dir=variable_size_images)
+  (memory_shape, memory), (grain_shape, streamed) = read(sized, "memory"), read(sized, "grain")
+  assert memory_shape == grain_shape == (16, 16, 3)
+  with contextlib.closing(memory(2)) as a, contextlib.closing(streamed(2)) as b:
+    for _ in range(3):
+      np.testing.assert_array_equal(next(a)["image"], next(b)["image"])
+  unsized = dataclasses.replace(config, dataset="variable_size_images")
+  for loader in ("memory", "grain"):
+    with pytest.raises(data.DataError, match="varying size.*@SIZE"):
+      read(unsized, loader)
+
+
 def test_train_batches_are_the_same_whichever_loader_reads_them(tmp_path, monkeypatch):
   config = dataclasses.replace(presets.PRESETS["default"], batch_size=32)
   read = lambda loader: trainer.train_batches(config, loader=loader, data_dir=str(tmp_path))
