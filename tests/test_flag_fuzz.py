@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-LAUNCHERS = ("train", "sample", "evaluate", "continual", "modes")
+LAUNCHERS = ("train", "sample", "evaluate", "continual", "modes", "trajectories")
 # Modules whose flags are not the launchers' own (see the module docstring).
 EXCLUDED_MODULE_PREFIXES = (
   "absl.",
@@ -95,6 +95,12 @@ INT_MIN = {
   "baseline_steps": 1,
   "ebm_sample_steps": 1,
   "train_size": 256,
+  # trajectories
+  "context": 1,
+  "num_train": 1,
+  "num_test": 1,
+  "predict_chains": 1,
+  "predict_steps": 0,
 }
 
 # Out-of-range values beyond the generic ones (every float and list flag needs an entry; string
@@ -138,6 +144,9 @@ OUT_OF_RANGE = {
   "out": ["samples.txt"],
   "feature_fn": ["nocolon", "a:b:c"],
   "manual_dir": ["/nonexistent/jebm/mnist"],
+  "context": ["12"],
+  "num_train": ["1001"],
+  "num_test": ["101"],
   "attack_loss": ["hinge"],
   "restore_corruptions": ["blur", "gaussian,gaussian"],
   "restore_gaussian_sigma": ["0", "-1"],
@@ -170,6 +179,8 @@ def _stop_at_work(launcher, module):
     module.load_split = stop
   elif launcher == "modes":
     module.run_density = stop
+  elif launcher == "trajectories":
+    module.read_split = stop
   else:
     import jebm.checkpoint
 

@@ -23,12 +23,22 @@ import grain
 import numpy as np
 import tensorflow_datasets as tfds
 
-from jebm.data.builders import JebmDigits, JebmMnist, JebmToy2d, find_mnist_files
+from jebm.data.builders import JebmDigits, JebmMnist, JebmToy2d, JebmTrajectories
+from jebm.data.builders import find_mnist_files
 from jebm.data.builders.mnist import MNIST_ENV_VAR
-from jebm.data import resize, toy2d
+from jebm.data import resize, toy2d, trajectories
 
-JEBM_DATASETS = ("digits", "mnist") + tuple(f"toy2d/{n}" for n in toy2d.NAMES)
-_JEBM_BUILDERS = {"digits": JebmDigits, "mnist": JebmMnist, "toy2d": JebmToy2d}
+JEBM_DATASETS = (
+  ("digits", "mnist")
+  + tuple(f"toy2d/{n}" for n in toy2d.NAMES)
+  + tuple(f"trajectories/{n}" for n in trajectories.ENVS)
+)
+_JEBM_BUILDERS = {
+  "digits": JebmDigits,
+  "mnist": JebmMnist,
+  "toy2d": JebmToy2d,
+  "trajectories": JebmTrajectories,
+}
 _READ_CHUNK = 8192
 
 
