@@ -9,8 +9,9 @@
 All predict the standardised one-step change (``jebm.eval.trajectories``); each gives a
 ``step_fn`` for ``jebm.eval.trajectories.rollout``.
 
+    cond, target = jebm.eval.trajectories.windows(states, actions, k, stats, use_actions=True)
     ebm = train_ebm(cond, target, config)
-    carry, step_fn = ebm_rollout_fn(ebm, stats, config), None
+    predicted = rollout(ebm_rollout_fn(ebm, stats, config), None, window, actions, key)
 """
 
 import dataclasses
@@ -19,7 +20,6 @@ from typing import NamedTuple, Tuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from jebm import baselines, langevin, optim, train
 from jebm.eval import trajectories as traj
@@ -64,8 +64,15 @@ class DynamicsConfig:
   predict_chains: int = 8
 
   def __post_init__(self):
-    positive = ("context", "gru_hidden", "num_steps", "batch_size", "gru_batch_size")
-    for name in positive + ("predict_chains",):
+    positive = (
+      "context",
+      "gru_hidden",
+      "num_steps",
+      "batch_size",
+      "gru_batch_size",
+      "predict_chains",
+    )
+    for name in positive:
       if getattr(self, name) < 1:
         raise ValueError(f"DynamicsConfig.{name} must be >= 1, got {getattr(self, name)}")
     if self.predict_steps < 0 or self.predict_noise < 0:
