@@ -23,19 +23,20 @@ import grain
 import numpy as np
 import tensorflow_datasets as tfds
 
-from jebm.data.builders import JebmDigits, JebmMnist, JebmToy2d, JebmTrajectories
+from jebm.data.builders import JebmDigits, JebmDsprites, JebmMnist, JebmToy2d, JebmTrajectories
 from jebm.data.builders import find_mnist_files
 from jebm.data.builders.mnist import MNIST_ENV_VAR
 from jebm.data import resize, toy2d, trajectories
 
 JEBM_DATASETS = (
-  ("digits", "mnist")
+  ("digits", "mnist", "dsprites", "dsprites/deepmind")
   + tuple(f"toy2d/{n}" for n in toy2d.NAMES)
   + tuple(f"trajectories/{n}" for n in trajectories.ENVS)
 )
 _JEBM_BUILDERS = {
   "digits": JebmDigits,
   "mnist": JebmMnist,
+  "dsprites": JebmDsprites,
   "toy2d": JebmToy2d,
   "trajectories": JebmTrajectories,
 }
@@ -76,8 +77,9 @@ def builder(name, *, data_dir=None, manual_dir=None):
       ``jebm_`` TFDS names work too) or a TFDS registry name, optionally with config/version
       (``"downsampled_imagenet/32x32"``, ``"cifar10:3.0.2"``); an ``@SIZE`` ending is ignored here.
     data_dir: see the module docstring.
-    manual_dir: for ``mnist`` only: directory of the four IDX files (default $JEBM_MNIST_DIR,
-      then ``<data_dir>/downloads/manual``).
+    manual_dir: for ``mnist``: directory of the four IDX files (default $JEBM_MNIST_DIR, then
+      ``<data_dir>/downloads/manual``); for ``dsprites/deepmind``: the folder of DeepMind's
+      ``.npz`` (default ``<data_dir>/downloads/manual``).
 
   Returns:
     A prepared `tfds.core.DatasetBuilder` whose data is in a random-access (ArrayRecord) format.
@@ -102,7 +104,7 @@ def load(name, split, *, data_dir=None, manual_dir=None):
     name: dataset name (see `builder`).
     split: ``"train"``, ``"test"``, or any TFDS split expression (``"train[:10%]"``).
     data_dir: see the module docstring.
-    manual_dir: for ``mnist`` only (see `builder`).
+    manual_dir: for ``mnist`` and ``dsprites/deepmind`` only (see `builder`).
 
   Returns:
     A sequence (``len``, ``[i]``; ``__getitems__`` unless resized) of records ``{"image": uint8
