@@ -86,13 +86,15 @@ def settings() -> dynamics.DynamicsConfig:
 
 
 def train_models(states, actions, stats, config):
-  """{model: (Trained, seconds)} for the three models."""
+  """{model: (Trained, seconds)} for the three models; the baselines' widths are chosen to have
+  about as many parameters as the EBM."""
   cond, target = traj.windows(states, actions, config.context, stats, config.use_actions)
   trained = {}
+  size = lambda: dynamics.param_count(trained["ebm"][0])
   for name, fit in (
     ("ebm", lambda: dynamics.train_ebm(cond, target, config, FLAGS.seed)),
-    ("mlp", lambda: dynamics.train_mlp(cond, target, config, FLAGS.seed)),
-    ("rnn", lambda: dynamics.train_gru(states, actions, stats, config, FLAGS.seed)),
+    ("mlp", lambda: dynamics.train_mlp(cond, target, config, FLAGS.seed, size())),
+    ("rnn", lambda: dynamics.train_gru(states, actions, stats, config, FLAGS.seed, size())),
   ):
     start = time.time()
     model = fit()

@@ -36,8 +36,9 @@ class DynamicsConfig:
     context: k, the states each prediction sees (the GRU sees the whole history).
     use_actions: condition on the action taken (else the next state is predicted from the past
       states alone, a stochastic target under the random policy).
-    hidden_sizes: widths of the EBM's and the MLP's hidden layers.
-    gru_hidden: the GRU's hidden size (chosen so that the parameter counts are close).
+    hidden_sizes: widths of the EBM's hidden layers (and the MLP's, unless ``train_mlp`` is given
+      a parameter count to match).
+    gru_hidden: the GRU's hidden size (unless ``train_gru`` is given a parameter count to match).
     num_steps, batch_size, learning_rate: Adam training of every model (cosine decay for the
       regressors; constant for the EBM, as jebm's presets); batch_size counts windows.
     gru_batch_size: the GRU's batch, in whole trajectories (each holds ~100 windows).
@@ -169,10 +170,28 @@ def _fit_regressor(model, inputs, example, loss_of, config, seed: int, batch_siz
   return Trained(model, params, losses)
 
 
-def train_mlp(cond, target, config: DynamicsConfig, seed: int = 0) -> Trained:
-  """The MLP regressor cond [N, C] -> target [N, D] by mean squared error (``jebm.baselines``)."""
+def _width_for(num_params: int, build, example) -> int:
+  """The width w in [1, 4096] whose model ``build(w)`` has the number of parameters closest to
+  ``num_params`` (bisection: the count grows with w)."""
+  count = lambda w: baselines.param_count(
+    jax.eval_shape(build(w).init, jax.random.key(0), example)["params"]
+  )
+  low, high = 1, 4096
+  while high - low > 1:
+    mid = (low + high) // 2
+    low, high = (mid, high) if count(mid) <= num_params else (low, mid)
+  return min((low, high), key=lambda w: abs(count(w) - num_params))
+
+
+def train_mlp(cond, target, config: DynamicsConfig, seed: int = 0, num_params=None) -> Trained:
+  """The MLP regressor cond [N, C] -> target [N, D] by mean squared error (``jebm.baselines``);
+  with ``num_params``, its layers' common width is chosen to have about that many parameters."""
   cond, target = jnp.asarray(cond, jnp.float32), jnp.asarray(target, jnp.float32)
-  model = MLPRegressor(config.hidden_sizes, target.shape[1])
+  depth, out = len(config.hidden_sizes), target.shape[1]
+  build = lambda width: MLPRegressor((width,) * depth, out)
+  model = MLPRegressor(config.hidden_sizes, out)
+  if num_params is not None:
+    model = build(_width_for(num_params, build, cond[:1]))
   c = cond.shape[1]
 
   def loss(params, batch, key):
@@ -205,13 +224,16 @@ def _gru_inputs(states, actions, stats, use_actions: bool) -> jax.Array:
   return cond.reshape(b, t, -1)
 
 
-def train_gru(states, actions, stats, config: DynamicsConfig, seed: int = 0) -> Trained:
+def train_gru(states, actions, stats, config: DynamicsConfig, seed=0, num_params=None) -> Trained:
   """The GRU regressor over whole training trajectories (states [N, T + 1, S], actions
-  [N, T, A]), teacher-forced, by mean squared error of every step's change."""
+  [N, T, A]), teacher-forced, by mean squared error of every step's change; with
+  ``num_params``, its hidden size is chosen to have about that many parameters."""
   states, actions = np.asarray(states), np.asarray(actions)
   inputs = _gru_inputs(states[:, :-1], actions, stats, config.use_actions)
   targets = (np.diff(states, axis=1) - stats["delta_mean"]) / stats["delta_std"]
-  model = GRURegressor(config.gru_hidden, states.shape[-1])
+  build = lambda width: GRURegressor(width, states.shape[-1])
+  width = config.gru_hidden if num_params is None else _width_for(num_params, build, inputs[:1])
+  model = build(width)
   f = inputs.shape[-1]
 
   def loss(params, batch, key):
