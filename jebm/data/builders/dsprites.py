@@ -69,7 +69,7 @@ class JebmDsprites(JebmBuilder):
       yield dsprites.images(np.arange(start, min(start + _CHUNK, dsprites.NUM_IMAGES)))
 
   def _read(self, path):
-    with np.load(path) as npz:
+    with np.load(path, allow_pickle=False) as npz:
       imgs, classes = npz["imgs"], npz["latents_classes"][:, 1:].astype(np.int32)
     for start in range(0, len(imgs), _CHUNK):
       block = classes[start : start + _CHUNK]
