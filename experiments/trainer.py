@@ -50,13 +50,12 @@ def _split_name(config: config_lib.Config, what: str = "") -> str:
   return f"dataset {config.dataset!r} (train split{what})"
 
 
-def _check_one_image_size(config: config_lib.Config, data_dir, manual_dir) -> None:
-  """DataError before any work when the (prepared) dataset declares images of varying size (as
-  imagenet2012) and its name gives no size to resize them to: a stream could otherwise fail on
-  the first batch whose sizes differ, mid-run."""
-  if data.split_image_size(config.dataset)[1] is not None:
-    return
-  features = data.builder(config.dataset, data_dir=data_dir, manual_dir=manual_dir).info.features
+def _check_one_image_size(config: config_lib.Config, source) -> None:
+  """DataError before any work when the split's TFDS source declares images of varying size (as
+  imagenet2012's) and the dataset name gives no size to resize them to: a stream could otherwise
+  fail on the first batch whose sizes differ, mid-run. (A resized source has no such info.)"""
+  info = getattr(source, "dataset_info", None)
+  features = info.features if info is not None else {}
   shape = features["image"].shape if "image" in features else ()
   if None in shape:
     raise data.DataError(
@@ -132,7 +131,7 @@ def train_batches(
       arrays, per_process, seed=seed, start_step=step
     )
   _check_batch_size(config, len(source))
-  _check_one_image_size(config, data_dir, manual_dir)
+  _check_one_image_size(config, source)
   stream = lambda step: data.stream(
     source, per_process, seed=seed, start_step=step, num_workers=loader_workers
   )

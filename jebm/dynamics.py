@@ -154,7 +154,7 @@ def ebm_rollout_fn(ebm: Trained, stats, config: DynamicsConfig) -> traj.StepFn:
     cond = traj.condition(window, action, stats, config.use_actions)
     start = None
     if window.shape[1] > 1:
-      start = (window[:, -1] - window[:, -2] - stats["delta_mean"]) / stats["delta_std"]
+      start = traj.standardised_change(window[:, -1] - window[:, -2], stats)
     box = (stats["change_low"], stats["change_high"])
     change = ebm_predict(ebm, cond, key, config, start, box)
     return carry, traj.next_state(window[:, -1], change, stats)
@@ -162,11 +162,20 @@ def ebm_rollout_fn(ebm: Trained, stats, config: DynamicsConfig) -> traj.StepFn:
   return step_fn
 
 
-def _fit_regressor(model, inputs, example, loss_of, config, seed: int, batch_size: int) -> Trained:
+def _fit_regressor(model, inputs, targets, config, seed: int, batch_size: int) -> Trained:
+  """``model`` fitted to map inputs [N, ..., F] to targets [N, ..., D] by mean squared error
+  (``jebm.baselines.fit``: Adam, minibatches of ``batch_size`` along N)."""
+  f = inputs.shape[-1]
+
+  def loss(params, batch, key):
+    del key
+    return jnp.mean((model.apply({"params": params}, batch[..., :f]) - batch[..., f:]) ** 2)
+
   init_key, fit_key = jax.random.split(jax.random.key(seed))
-  params = model.init(init_key, example)["params"]
+  params = model.init(init_key, inputs[:1])["params"]
   settings = baselines.BaselineConfig(config.num_steps, batch_size, config.learning_rate)
-  params, losses = baselines.fit(loss_of, params, inputs, settings, fit_key)
+  data = jnp.concatenate([inputs, jnp.asarray(targets, jnp.float32)], -1)
+  params, losses = baselines.fit(loss, params, data, settings, fit_key)
   return Trained(model, params, losses)
 
 
@@ -192,14 +201,7 @@ def train_mlp(cond, target, config: DynamicsConfig, seed: int = 0, num_params=No
   model = MLPRegressor(config.hidden_sizes, out)
   if num_params is not None:
     model = build(_width_for(num_params, build, cond[:1]))
-  c = cond.shape[1]
-
-  def loss(params, batch, key):
-    del key
-    return jnp.mean((model.apply({"params": params}, batch[:, :c]) - batch[:, c:]) ** 2)
-
-  data = jnp.concatenate([cond, target], 1)
-  return _fit_regressor(model, data, cond[:1], loss, config, seed, config.batch_size)
+  return _fit_regressor(model, cond, target, config, seed, config.batch_size)
 
 
 def mlp_rollout_fn(mlp: Trained, stats, config: DynamicsConfig) -> traj.StepFn:
@@ -230,18 +232,10 @@ def train_gru(states, actions, stats, config: DynamicsConfig, seed=0, num_params
   ``num_params``, its hidden size is chosen to have about that many parameters."""
   states, actions = np.asarray(states), np.asarray(actions)
   inputs = _gru_inputs(states[:, :-1], actions, stats, config.use_actions)
-  targets = (np.diff(states, axis=1) - stats["delta_mean"]) / stats["delta_std"]
+  targets = traj.standardised_change(np.diff(states, axis=1), stats)
   build = lambda width: GRURegressor(width, states.shape[-1])
   width = config.gru_hidden if num_params is None else _width_for(num_params, build, inputs[:1])
-  model = build(width)
-  f = inputs.shape[-1]
-
-  def loss(params, batch, key):
-    del key
-    return jnp.mean((model.apply({"params": params}, batch[..., :f]) - batch[..., f:]) ** 2)
-
-  data = jnp.concatenate([inputs, jnp.asarray(targets, jnp.float32)], -1)
-  return _fit_regressor(model, data, inputs[:1], loss, config, seed, config.gru_batch_size)
+  return _fit_regressor(build(width), inputs, targets, config, seed, config.gru_batch_size)
 
 
 def gru_rollout_fn(gru: Trained, stats, config: DynamicsConfig, states, actions):

@@ -64,6 +64,11 @@ def condition(window: jax.Array, action: jax.Array, stats, use_actions: bool) ->
   return jnp.concatenate(parts, axis=-1)
 
 
+def standardised_change(change, stats):
+  """The models' target: a change s_{t+1} - s_t [..., S] standardised by the training changes."""
+  return (change - stats["delta_mean"]) / stats["delta_std"]
+
+
 def next_state(state: jax.Array, prediction: jax.Array, stats) -> jax.Array:
   """s_{t+1} [B, S] from s_t [B, S] and a standardised change [B, S], clipped to the range of
   the training changes (every model alike); entries that never move in training stay as they
@@ -89,7 +94,7 @@ def windows(states, actions, context: int, stats, use_actions: bool) -> Tuple[ja
     stats,
     use_actions,
   )
-  target = (change.reshape(n * len(ts), -1) - stats["delta_mean"]) / stats["delta_std"]
+  target = standardised_change(change.reshape(n * len(ts), -1), stats)
   return cond, jnp.asarray(target, jnp.float32)
 
 
