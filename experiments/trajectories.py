@@ -165,7 +165,9 @@ def save_figures(workdir: str, errors: dict, predicted: dict, truth: np.ndarray)
     ax.plot(truth[0, :, e], "k", lw=2, label="truth")
     for name in MODELS:
       ax.plot(predicted[name][0, :, e], label=name)
-    ax.set(title=f"state entry {e}", xlabel="step")
+    nq = truth.shape[-1] // 2  # a state is (qpos, qvel); both environments have nq == nv
+    name = f"qpos[{e}]" if e < nq else f"qvel[{e - nq}]"
+    ax.set(title=f"{name} (state entry {e})", xlabel="step")
   axes[0, 0].legend()
   fig.tight_layout()
   fig.savefig(os.path.join(workdir, "trajectories_rollout.png"), dpi=120)
