@@ -53,6 +53,12 @@ def main(argv):
   config = launcher_flags.checkpoint_config(FLAGS.workdir, FLAGS.checkpoint_step)
   overrides = {k: FLAGS[k].value for k in ("step_size", "noise_scale") if FLAGS[k].present}
   config = launcher_flags.build_config(config, overrides)
+  if config.conditional and not config.class_conditional:
+    raise app.UsageError(
+      f"--workdir={FLAGS.workdir} holds a model conditioned on --condition={config.condition} "
+      "vectors, not class ids: sample it with python -m experiments.compose --workdirs=... "
+      "--conditions=..."
+    )
   state, _ = checkpoint.restore(FLAGS.workdir, FLAGS.checkpoint_step)
   labels = generate.class_labels(config, FLAGS.num_samples) if FLAGS.init == "noise" else None
   num = FLAGS.num_samples * max(config.num_classes, 1)

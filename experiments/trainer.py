@@ -14,6 +14,7 @@ import time
 import types
 from typing import Callable, Dict, Iterator, Optional, Tuple
 
+import grain
 import jax
 import numpy as np
 from absl import logging
@@ -22,6 +23,7 @@ from jax.experimental import multihost_utils
 from jebm import checkpoint, data, files, langevin, parallel, replay, viz
 from jebm import config as config_lib
 from jebm import train as train_lib
+from jebm.data import dsprites
 from jebm.energy import from_model
 
 
@@ -34,16 +36,38 @@ class FlagConflictError(ValueError):
 
 
 LOADERS = ("auto", "memory", "grain")
-MEMORY_LIMIT_BYTES = 2**30  # --loader=auto reads a split up to this size into memory
+# --loader=auto reads a split into memory up to this size and number of records (reading each
+# record takes time: dSprites' 737,280 would take minutes before the first step).
+MEMORY_LIMIT_BYTES = 2**30
+MEMORY_LIMIT_RECORDS = 200_000
 
 
-def _read_train_split(read, config: config_lib.Config, data_dir, manual_dir):
-  """``read(dataset, "train", ...)`` (``data.load`` or ``data.arrays``); a missing split raises
-  ``jebm.data.DataError`` with the message that says how to get it."""
+def _train_source(config: config_lib.Config, data_dir, manual_dir):
+  """``data.load(dataset, "train", ...)`` as the run trains on it (``_conditioned``); a missing
+  split raises ``jebm.data.DataError`` with the message that says how to get it."""
   try:
-    return read(config.dataset, "train", data_dir=data_dir, manual_dir=manual_dir)
+    source = data.load(config.dataset, "train", data_dir=data_dir, manual_dir=manual_dir)
   except FileNotFoundError as e:  # not prepared, or MNIST files missing: the message says how
     raise data.DataError(str(e)) from e
+  return _conditioned(config, source)
+
+
+def _conditioned(config: config_lib.Config, source):
+  """``source`` as the run trains on it: with a float condition (``--condition``), each record's
+  "label" is that condition vector, read from the record's dSprites "latents_values"."""
+  if config.condition == "label":
+    return source
+  if "latents_values" not in source[0]:
+    raise data.DataError(
+      f"--condition={config.condition} reads each record's dSprites 'latents_values', which "
+      f"{_split_name(config)} does not have (use --dataset=dsprites)"
+    )
+
+  def to_condition(record):
+    vector = dsprites.condition_vectors(config.condition, record["latents_values"])
+    return {"image": record["image"], "label": vector}
+
+  return grain.MapDataset.source(source).map(to_condition)
 
 
 def _split_name(config: config_lib.Config, what: str = "") -> str:
@@ -69,7 +93,7 @@ def _check_train_arrays(config: config_lib.Config, arrays, what: str = "") -> No
   [0, num_classes), values finite and in [x_min, x_max]."""
   data.check_arrays(
     arrays,
-    num_classes=config.num_classes,
+    num_classes=config.num_classes if config.class_conditional else 0,
     value_range=(config.x_min, config.x_max),
     name=_split_name(config, what),
   )
@@ -94,7 +118,7 @@ def load_train_data(
   """The training split as arrays, checked before any work against ``config`` (example_shape,
   labels in [0, num_classes), values finite and in [x_min, x_max], batch_size); a missing or
   unusable split raises ``jebm.data.DataError`` naming the problem."""
-  arrays = _read_train_split(data.arrays, config, data_dir, manual_dir)
+  arrays = data.source_to_arrays(_train_source(config, data_dir, manual_dir))
   _check_train_arrays(config, arrays)
   _check_batch_size(config, len(arrays["image"]))
   arrays.setdefault("label", np.zeros((len(arrays["image"]),), np.int32))
@@ -112,19 +136,18 @@ def train_batches(
     config: the run's config (dataset, batch_size, seed and what the data is checked against).
     loader: "memory" (the split in memory), "grain" (streamed from disk by grain, memory flat in
       the dataset's size; checked on its first batch), or "auto": memory up to
-      ``MEMORY_LIMIT_BYTES``, else grain.
+      ``MEMORY_LIMIT_BYTES`` and ``MEMORY_LIMIT_RECORDS``, else grain.
     loader_workers: grain worker processes (0: threads of this process).
     data_dir, manual_dir: see ``jebm.data.load``.
   """
   if loader not in LOADERS:
     raise ValueError(f"--loader must be one of {LOADERS}, got {loader!r}")
   per_process, seed = config.batch_size // jax.process_count(), config.seed
-  source = (
-    None if loader == "memory" else _read_train_split(data.load, config, data_dir, manual_dir)
-  )
+  source = None if loader == "memory" else _train_source(config, data_dir, manual_dir)
   if loader == "auto":
     record_bytes = sum(np.asarray(v).nbytes for v in source[0].values())
-    loader = "memory" if len(source) * record_bytes <= MEMORY_LIMIT_BYTES else "grain"
+    fits = len(source) * record_bytes <= MEMORY_LIMIT_BYTES
+    loader = "memory" if fits and len(source) <= MEMORY_LIMIT_RECORDS else "grain"
   if loader == "memory":
     arrays = load_train_data(config, data_dir, manual_dir)
     return arrays["image"].shape[1:], lambda step: data.batches(

@@ -16,6 +16,7 @@ import jax
 import optax
 
 from jebm import models, optim, train
+from jebm.data import dsprites
 from jebm.data.checks import check_dataset_name
 from jebm.langevin import CLIP_MODES, LangevinConfig
 
@@ -25,7 +26,7 @@ ON_DIVERGENCE = ("stop", "rollback")
 # The version of the record ``config_to_dict`` writes (key "config_version"). Adding, removing or
 # changing the meaning of a field bumps it and adds a migration to ``_MIGRATIONS`` that fills the
 # new fields with the values reproducing how runs of the older version behaved.
-CONFIG_VERSION = 3
+CONFIG_VERSION = 4
 VERSION_KEY = "config_version"
 
 # Version 0: configs written before versions existed (no "config_version" key). Fields added
@@ -53,6 +54,13 @@ VERSION_1_VALUES = {"ema_decay": 0.0}
 # Version 2 -> 3: augment added; version-2 runs trained on the images as they are.
 VERSION_2_VALUES = {"augment": "none"}
 
+# Version 3 -> 4: condition added; version-3 conditional runs were conditioned on class ids.
+VERSION_3_VALUES = {"condition": "label"}
+
+# What a model may be conditioned on: class ids ("label"), or a dSprites factor as a float vector
+# (``jebm.data.dsprites.CONDITIONS``: its width is the model's num_classes).
+CONDITIONS = ("label",) + tuple(dsprites.CONDITIONS)
+
 
 class ConfigVersionError(ValueError):
   """A config record of a version this jebm cannot read (newer than ``CONFIG_VERSION``, or not a
@@ -68,7 +76,10 @@ class Config:
   ValueError names it as its flag, e.g. "--log_every must be an int >= 1, got 0".
 
   Data: dataset (a ``jebm.data`` name), example_shape (filled in from the data), num_classes
-  (0 = unconditional; > 0: the energy is conditioned on class ids), augment ("none", or
+  (0 = unconditional; > 0: the energy is conditioned on class ids, or the width of a float
+  condition vector), condition ("label": class ids; "position", "scale", "shape", "rotation":
+  the dSprites factor of ``jebm.data.dsprites.CONDITIONS`` as a float vector, read from each
+  record's latents; num_classes must be its width), augment ("none", or
   "crop_flip": every training image randomly cropped from its 4-pixel zero padding and flipped
   left-right with probability 1/2, on the device).
   Model: model (a ``jebm.models.MODELS`` name), features (conv widths; MLP hidden sizes; unused
@@ -101,6 +112,7 @@ class Config:
   dataset: str = "digits"
   example_shape: Tuple[int, ...] = ()
   num_classes: int = 10
+  condition: str = "label"
   augment: str = "none"
   model: str = "conv"
   features: Tuple[int, ...] = (32, 64)
@@ -154,7 +166,14 @@ class Config:
 
   @property
   def conditional(self) -> bool:
+    """Whether the energy takes a condition (class ids or float vectors)."""
     return self.num_classes > 0
+
+  @property
+  def class_conditional(self) -> bool:
+    """Whether the energy is conditioned on class ids (what classifiers and per-class tasks
+    need)."""
+    return self.conditional and self.condition == "label"
 
   def to_json(self) -> str:
     """The record as JSON, with its ``config_version`` (what ``from_dict`` reads back)."""
@@ -218,8 +237,13 @@ def _from_version_2(values: Dict[str, Any]) -> Dict[str, Any]:
   return {**VERSION_2_VALUES, **values}
 
 
+def _from_version_3(values: Dict[str, Any]) -> Dict[str, Any]:
+  """A version-3 dict as version 4: conditioned on class ids (when conditional)."""
+  return {**VERSION_3_VALUES, **values}
+
+
 # _MIGRATIONS[v] turns a dict of version v into one of version v + 1.
-_MIGRATIONS = {0: _from_version_0, 1: _from_version_1, 2: _from_version_2}
+_MIGRATIONS = {0: _from_version_0, 1: _from_version_1, 2: _from_version_2, 3: _from_version_3}
 
 
 # --- Validation: every field on construction; messages name the flag as it is typed ----------
@@ -281,6 +305,7 @@ CHOICES = {
   "lr_schedule": LR_SCHEDULES,
   "on_divergence": ON_DIVERGENCE,
   "augment": train.AUGMENTATIONS,
+  "condition": CONDITIONS,
 }
 
 
@@ -376,11 +401,33 @@ def _check_cross_fields(config: Config) -> None:
       f"through the chain's last kl_steps), got kl_steps={config.kl_steps}, "
       f"langevin_steps={config.langevin_steps}"
     )
+  if config.condition != "label":
+    _check_float_condition(config)
   if config.objective == "softmax" and not config.conditional:
     raise ValueError(
       "--objective=softmax trains a classifier: it needs --num_classes > 0, got "
       f"num_classes={config.num_classes}"
     )
+
+
+def _check_float_condition(config: Config) -> None:
+  """ValueError for a float-vector condition with settings that need class ids."""
+  width = dsprites.CONDITIONS[config.condition]
+  if config.num_classes != width:
+    raise ValueError(
+      f"--condition={config.condition} is a vector of {width}: set --num_classes={width}, got "
+      f"num_classes={config.num_classes}"
+    )
+  for flag, bad in (
+    ("negative_labels", config.negative_labels == "uniform"),
+    ("ce_coeff", config.ce_coeff > 0),
+    ("objective", config.objective != "cd"),
+  ):
+    if bad:
+      raise ValueError(
+        f"--{flag}={getattr(config, flag)} needs class ids, but --condition={config.condition} "
+        "is a float vector: use --negative_labels=batch or buffer, --ce_coeff=0, --objective=cd"
+      )
 
 
 # Fields that may change when a run is resumed: they do not change what the state means.
@@ -476,6 +523,8 @@ def train_config(config: Config) -> train.TrainConfig:
     init_low=config.init_low,
     init_high=config.init_high,
     conditional=config.conditional,
+    label_shape=() if config.condition == "label" else (config.num_classes,),
+    label_dtype="int32" if config.condition == "label" else "float32",
     negative_labels=config.negative_labels,
     num_classes=config.num_classes,
     ce_coeff=config.ce_coeff if config.conditional else 0.0,

@@ -54,7 +54,7 @@ VERSION_0_FIRST = {
   "eval_num_samples": 1000,
 }
 
-# The fields of CONFIG_VERSION 3. Adding, removing or renaming a field (or changing what one
+# The fields of CONFIG_VERSION 4. Adding, removing or renaming a field (or changing what one
 # means) must bump CONFIG_VERSION and add a migration that fills the new fields with the values
 # reproducing the older version's behaviour; then update this list.
 VERSION_1_FIELDS = sorted(
@@ -62,13 +62,14 @@ VERSION_1_FIELDS = sorted(
 )
 VERSION_2_FIELDS = sorted(VERSION_1_FIELDS + ["ema_decay"])
 VERSION_3_FIELDS = sorted(VERSION_2_FIELDS + ["augment"])
+VERSION_4_FIELDS = sorted(VERSION_3_FIELDS + ["condition"])
 
 
 def test_every_preset_and_its_softmax_baseline_is_a_valid_config():
   for name, preset in presets.PRESETS.items():
     assert dataclasses.replace(preset) == preset, name
     assert Config.from_dict(config_lib.config_to_dict(preset)) == preset, name
-    if preset.conditional:  # a softmax classifier needs classes
+    if preset.class_conditional:  # a softmax classifier needs classes
       presets.softmax_baseline(preset)
 
 
@@ -113,6 +114,10 @@ def test_every_preset_and_its_softmax_baseline_is_a_valid_config():
     (dict(buffer_capacity=64), "--buffer_capacity must be >= --batch_size"),
     (dict(kl_coeff=1.0, kl_steps=20), "--kl_steps must be < --langevin_steps"),
     (dict(objective="softmax", num_classes=0), "--objective=softmax .* --num_classes > 0"),
+    (dict(condition="colour"), "--condition must be one of"),
+    (dict(condition="position", num_classes=10), "--condition=position is a vector of 2: set "),
+    (dict(condition="shape", num_classes=3), "--ce_coeff=0.1 needs class ids"),
+    (dict(condition="scale", num_classes=1, ce_coeff=0.0, negative_labels="uniform"), "uniform"),
   ],
 )
 def test_a_bad_field_is_a_value_error_naming_the_flag(overrides, message):
@@ -139,12 +144,19 @@ def test_json_round_trip_carries_the_version():
 
 
 def test_the_fields_of_the_current_version_are_pinned():
-  assert config_lib.CONFIG_VERSION == 3, "new version: update VERSION_3_FIELDS and this test"
-  assert sorted(f.name for f in dataclasses.fields(Config)) == VERSION_3_FIELDS
+  assert config_lib.CONFIG_VERSION == 4, "new version: update VERSION_4_FIELDS and this test"
+  assert sorted(f.name for f in dataclasses.fields(Config)) == VERSION_4_FIELDS
+
+
+def test_version_3_runs_were_conditioned_on_class_ids():
+  record = {k: v for k, v in config_lib.config_to_dict(Config()).items() if k != "condition"}
+  old = Config.from_dict(dict(record, config_version=3), source="a version-3 checkpoint")
+  assert old.condition == "label" and old == Config() and old.class_conditional
 
 
 def test_version_2_runs_had_no_augmentation():
-  record = {k: v for k, v in config_lib.config_to_dict(Config()).items() if k != "augment"}
+  drop = ("augment", "condition")
+  record = {k: v for k, v in config_lib.config_to_dict(Config()).items() if k not in drop}
   old = Config.from_dict(dict(record, config_version=2), source="a version-2 checkpoint")
   assert old.augment == "none" and old == Config()
   with pytest.raises(ValueError, match="--augment"):
@@ -152,7 +164,7 @@ def test_version_2_runs_had_no_augmentation():
 
 
 def test_version_1_runs_had_no_parameter_average():
-  drop = ("ema_decay", "augment")
+  drop = ("ema_decay", "augment", "condition")
   record = {k: v for k, v in config_lib.config_to_dict(Config()).items() if k not in drop}
   old = Config.from_dict(dict(record, config_version=1), source="a version-1 checkpoint")
   assert old.ema_decay == 0.0 and old == Config()

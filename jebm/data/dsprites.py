@@ -76,6 +76,28 @@ def latent_values(classes: np.ndarray) -> np.ndarray:
   ).astype(np.float32)
 
 
+# The condition vector of each factor model (the paper's dSprites conditions): name -> width.
+#   position: (x, y) in [0, 1]; scale: (scale,) in [0.5, 1]; shape: one-hot of 3;
+#   rotation: (cos, sin) of the orientation.
+CONDITIONS = {"position": 2, "scale": 1, "shape": 3, "rotation": 2}
+
+
+def condition_vectors(name: str, latents_values: np.ndarray) -> np.ndarray:
+  """The ``name`` condition (a `CONDITIONS` key) of latents_values [..., 5]: float32 [..., width]."""
+  v = np.asarray(latents_values, np.float32)
+  if name == "position":
+    out = v[..., 3:5]
+  elif name == "scale":
+    out = v[..., 1:2]
+  elif name == "shape":
+    out = np.eye(len(SHAPES), dtype=np.float32)[np.rint(v[..., 0]).astype(np.int64)]
+  elif name == "rotation":
+    out = np.stack([np.cos(v[..., 2]), np.sin(v[..., 2])], axis=-1)
+  else:
+    raise ValueError(f"unknown dSprites condition {name!r}; known: {list(CONDITIONS)}")
+  return out.astype(np.float32)
+
+
 def images(index: np.ndarray) -> Dict[str, np.ndarray]:
   """Grid images ``index`` [N]: {"image": uint8 [N, 64, 64, 1], "latents_classes": int32 [N, 5],
   "latents_values": float32 [N, 5]}."""

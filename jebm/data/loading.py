@@ -146,7 +146,7 @@ def source_to_arrays(source, keys=("image", "label")):
     keys: record keys to keep (those absent from the records are skipped).
 
   Returns:
-    dict key -> array [N, ...] (labels as int32).
+    dict key -> array [N, ...] (integer labels as int32).
 
   Raises:
     DataError: records whose arrays differ in shape (images of varying size).
@@ -155,11 +155,10 @@ def source_to_arrays(source, keys=("image", "label")):
   if n == 0:
     raise ValueError("Empty source: nothing to read")
   first = source[0]
-  out = {
-    k: np.empty((n,) + np.shape(first[k]), np.int32 if k == "label" else np.asarray(first[k]).dtype)
-    for k in keys
-    if k in first
-  }
+  dtypes = {k: np.asarray(first[k]).dtype for k in keys if k in first}
+  if "label" in dtypes and np.issubdtype(dtypes["label"], np.integer):
+    dtypes["label"] = np.dtype(np.int32)
+  out = {k: np.empty((n,) + np.shape(first[k]), dtype) for k, dtype in dtypes.items()}
   read = getattr(source, "__getitems__", None) or (lambda ids: [source[i] for i in ids])
   for start in range(0, n, _READ_CHUNK):
     records = read(range(start, min(start + _READ_CHUNK, n)))

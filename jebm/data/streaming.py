@@ -40,7 +40,7 @@ def read_batch(
 
   Returns:
     {key: [B, ...] numpy} stacked from the records (each passed through ``transform`` first, if
-    given); "label" as int32, zeros when the records have none.
+    given); "label" as int32 (float condition vectors as they are), zeros when the records have none.
 
   Raises:
     DataError: records whose arrays differ in shape (images of varying size).
@@ -60,7 +60,7 @@ def read_batch(
   batch = {k: stack_records(records, k) for k in keys if k in records[0]}
   if "label" in keys and "label" not in batch:
     batch["label"] = np.zeros((len(records),), np.int32)
-  elif "label" in batch:
+  elif np.issubdtype(batch["label"].dtype, np.integer):
     batch["label"] = batch["label"].astype(np.int32)
   return batch
 

@@ -26,10 +26,10 @@ ON_REQUEST = ("robustness", "restore", "steps", "likelihood")
 
 # What a task needs of the model: (test on its Config, what to say when it fails).
 REQUIREMENTS = {
-  "classify": (lambda c: c.conditional, "a conditional model (num_classes > 0)"),
-  "robustness": (lambda c: c.conditional, "a conditional model (num_classes > 0)"),
+  "classify": (lambda c: c.class_conditional, "a conditional model (num_classes > 0)"),
+  "robustness": (lambda c: c.class_conditional, "a conditional model (num_classes > 0)"),
   "restore": (
-    lambda c: c.conditional and len(c.example_shape) == 3,
+    lambda c: c.class_conditional and len(c.example_shape) == 3,
     "a conditional model (num_classes > 0) of image data [H, W, C]",
   ),
   "sample_quality": (
@@ -44,7 +44,10 @@ REQUIREMENTS = {
 
 
 def applies(name: str, config: Config) -> bool:
-  """Whether task ``name`` applies to a model of ``config``."""
+  """Whether task ``name`` applies to a model of ``config`` (none applies to a model of a float
+  condition: each task draws or scores per class)."""
+  if config.conditional and not config.class_conditional:
+    return False
   return name not in REQUIREMENTS or REQUIREMENTS[name][0](config)
 
 
@@ -59,6 +62,12 @@ def check_tasks(names, config: Config) -> None:
   unknown = sorted(set(names) - set(TASKS))
   if unknown:
     raise ValueError(f"unknown tasks {unknown}; known: {sorted(TASKS)}")
+  if config.conditional and not config.class_conditional:
+    raise ValueError(
+      f"this checkpoint's model is conditioned on --condition={config.condition} vectors; the "
+      "evaluation tasks need class ids or no condition. Score dSprites factor models with "
+      "experiments.compose, whose read-outs measure each condition"
+    )
   for name in names:
     if not applies(name, config):
       raise ValueError(
