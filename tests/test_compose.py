@@ -37,6 +37,21 @@ def test_product_samples_precision_weighted_mean():
   assert abs(x.std() - std) / std < 0.05
 
 
+def test_sequential_steps_concentrate_where_both_conditions_hold():
+  # Two experts on different coordinates (x0 near 1, x1 near -2), stepped in turn as the paper's
+  # per-model updates: the chains settle where both hold. Every step adds noise to both
+  # coordinates but pulls on one, so each coordinate sits at twice the temperature: std 0.3 * sqrt 2
+  # (the product of experts, one gradient of the sum, keeps 0.3).
+  along_0 = lambda x, y=None: 0.5 * (x[:, 0] - 1.0) ** 2 / 0.3**2
+  along_1 = lambda x, y=None: 0.5 * (x[:, 1] + 2.0) ** 2 / 0.3**2
+  run = jax.jit(
+    lambda x0: langevin.sample_ensemble(jax.random.key(0), [along_0, along_1], x0, CONFIG)
+  )
+  x = np.asarray(run(jnp.zeros((2000, 2)))[0])
+  np.testing.assert_allclose(x.mean(0), [1.0, -2.0], atol=0.03)
+  np.testing.assert_allclose(x.std(0), 0.3 * np.sqrt([2, 2]), rtol=0.08)
+
+
 def test_weighted_product_and_temperature_scale_precision():
   e = gaussian(0.0, 1.0)
   x_product = _sample(compose.product(e, weights=[4.0]), jnp.zeros((4000, 1)))

@@ -96,34 +96,3 @@ def test_condition_vectors_of_each_factor():
     assert ds.condition_vectors(name, values[0]).shape == (width,)
   with pytest.raises(ValueError, match="unknown dSprites condition 'colour'"):
     ds.condition_vectors("colour", values)
-
-
-def test_a_factor_model_trains_on_float_conditions_read_from_the_latents(tmp_path, monkeypatch):
-  import dataclasses
-
-  from experiments import trainer
-  from experiments.configs import presets
-  from jebm import checkpoint
-
-  monkeypatch.setattr(ds, "NUM_IMAGES", 300)  # positions x in 0..9, y in 0..31
-  config = dataclasses.replace(
-    presets.get_preset("dsprites_pos"),
-    dataset="dsprites@16",
-    features=(8, 8),
-    langevin_steps=2,
-    batch_size=16,
-    buffer_capacity=32,
-    num_steps=3,
-    checkpoint_every=3,
-    sample_every=3,
-    time_limit_minutes=0.0,
-  )
-  workdir = str(tmp_path / "pos")
-  state = trainer.train_and_evaluate(config, workdir, data_dir=tmp_path)
-  stored = np.asarray(state.replay.labels)  # the chains' conditions: the batches' positions
-  assert stored.shape == (32, 2) and stored.dtype == np.float32
-  assert set(np.round(stored[:, 0] * 31).astype(int)) <= set(range(10)) and stored.any()
-  assert checkpoint.load_config(workdir).condition == "position"
-  assert (tmp_path / "pos" / "samples" / "step_0000003.png").exists()
-  with pytest.raises(jd.DataError, match="--condition=position reads each record's dSprites"):
-    trainer.train_batches(dataclasses.replace(config, dataset="digits"), data_dir=tmp_path)

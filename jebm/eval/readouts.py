@@ -14,20 +14,23 @@ The rotation error is measured with the true shape's k, so it counts what is vis
     scores = readouts.summarize(readouts.errors(params, images, latents_values))
 """
 
+import os
 from typing import Dict, Tuple
 
 import flax.linen as nn
+import flax.serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jebm import baselines
+from jebm import baselines, files
 from jebm.data import dsprites
 from jebm.data.resize import resize_and_center_crop
 
 SYMMETRY = np.array([4, 2, 1])  # rotation symmetry order of square, ellipse, heart
 POSITION_PIXELS = dsprites.HIGH - dsprites.LOW  # pixels of the 64 x 64 frame from x = 0 to x = 1
-TRAINING = baselines.BaselineConfig(num_steps=2000, batch_size=128, learning_rate=2e-3)
+TRAINING = baselines.BaselineConfig(num_steps=1500, batch_size=64, learning_rate=2e-3)
+NUM_TRAINING_IMAGES = 20000
 
 
 class ReadoutNet(nn.Module):
@@ -36,7 +39,7 @@ class ReadoutNet(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    for width in (32, 64, 64):
+    for width in (16, 32, 32):
       x = nn.swish(nn.Conv(width, (3, 3), strides=2)(x))
     x = nn.swish(nn.Dense(128)(x.reshape(x.shape[0], -1)))
     return nn.Dense(12)(x)
@@ -87,7 +90,7 @@ def train(
   packed = np.concatenate([images.reshape(len(images), -1), latents_values], axis=1)
   net = ReadoutNet()
   init_key, fit_key = jax.random.split(jax.random.key(seed))
-  params = net.init(init_key, jnp.zeros((1, *image_shape)))["params"]
+  params = _init(init_key, image_shape[0])
 
   def loss_fn(params, batch, key):
     del key
@@ -106,7 +109,41 @@ def train(
   return params
 
 
-def errors(params, images, latents_values, batch_size: int = 500) -> Dict[str, np.ndarray]:
+def _init(key, size: int):
+  return ReadoutNet().init(key, jnp.zeros((1, size, size, 1)))["params"]
+
+
+def load_or_train(path: str, size: int, seed: int = 0):
+  """Read-out params for images of ``size`` x ``size``: read from ``path`` (flax msgpack) when it
+  exists, else trained on ``NUM_TRAINING_IMAGES`` drawn images (a minute or two on a CPU) and
+  written there."""
+  template = _init(jax.random.key(0), size)
+  if os.path.exists(path):
+    with open(path, "rb") as f:
+      return flax.serialization.from_bytes(template, f.read())
+  params = train(*training_set(NUM_TRAINING_IMAGES, size, seed), seed=seed)
+  data = flax.serialization.to_bytes(params)
+  files.write_atomically(path, lambda tmp: open(tmp, "wb").write(data))
+  return params
+
+
+def predicted_shapes(params, images) -> np.ndarray:
+  """The shape ids [N] the read-out sees in ``images`` [N, S, S, 1]."""
+  return np.argmax(_outputs(params, images)[:, 3:6], axis=-1)
+
+
+def _outputs(params, images, batch_size: int = 500) -> np.ndarray:
+  """The read-out's raw outputs [N, 12] of images [N, S, S, 1], in batches."""
+  apply = jax.jit(lambda x: ReadoutNet().apply({"params": params}, x))
+  return np.concatenate(
+    [
+      np.asarray(apply(jnp.asarray(images[i : i + batch_size], jnp.float32)))
+      for i in range(0, len(images), batch_size)
+    ]
+  )
+
+
+def errors(params, images, latents_values) -> Dict[str, np.ndarray]:
   """Per-image read-out errors of ``images`` [N, S, S, 1] in [0, 1] against the factors they
   should show, latents_values [N, 5] (shape, scale, orientation, x, y).
 
@@ -115,13 +152,7 @@ def errors(params, images, latents_values, batch_size: int = 500) -> Dict[str, n
     error, "shape_correct": [N] 0/1, "rotation_deg": [N] error in degrees modulo the true shape's
     symmetry}.
   """
-  apply = jax.jit(lambda x: ReadoutNet().apply({"params": params}, x))
-  outputs = np.concatenate(
-    [
-      np.asarray(apply(jnp.asarray(images[i : i + batch_size], jnp.float32)))
-      for i in range(0, len(images), batch_size)
-    ]
-  )
+  outputs = _outputs(params, images)
   position, scale, shape, rotation = _targets(jnp.asarray(latents_values, jnp.float32))
   p_position, p_scale, logits, p_rotation = _heads(jnp.asarray(outputs), shape)
   k = jnp.asarray(SYMMETRY)[shape]

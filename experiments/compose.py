@@ -1,0 +1,241 @@
+r"""Samples from a composition of separately trained EBMs:
+``python -m experiments.compose --workdirs=A,B --conditions=0.2:0.8,0.9 --mode=product --out=F.npz``.
+
+Each checkpoint gets its own condition; their energies are composed (``jebm.compose``) into one
+ordinary jebm energy fn and sampled by Langevin from uniform noise:
+  product     E = sum_i E_i(x | c_i), one gradient of the sum per step (product of experts);
+  sequential  the paper's ``conceptcombine``: each step moves x by every model in turn
+              (``--steps`` rounds of one step per model); each step's noise moves
+              every direction but one model pulls, so it samples the product hotter (at
+              temperature k for k models that act on separate directions);
+  mixture     E = -logsumexp_i(-E_i(x | c_i)): any one of the conditions;
+  negation    E = E_1(x | c_1) - E_2(x | c_2): the first condition but not the second (two models).
+
+A condition is written in the units of what its model is conditioned on (``Config.condition``):
+a class id ("label"), x:y in [0, 1] (position), the scale (scale), a shape name or id (shape), an
+angle in radians (rotation).
+
+Writes F.npz (``images`` uint8 NHWC of the composition, ``single_<i>`` of each model alone under
+its condition), F.png (a row of samples per model alone, then the composition) and, for dSprites
+factor models, F.json: for each model, the read-out error (``jebm.eval.readouts``) of its factor
+against its condition in its own samples ("single"), in the composition's ("composition"), and in
+two references scored the same way: real images with that factor ("real": the read-out's own
+error) and real images of random factors ("chance"). Position errors are in pixels of the
+64 x 64 frame, rotation errors in degrees modulo the shape's symmetry; shape scores are accuracy.
+For a negation the second model's factor should be missed: its "composition" score near chance.
+"""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags, logging
+
+from jebm import checkpoint, compose, files, generate, langevin, replay, viz
+from jebm import config as config_lib
+from jebm.data import dsprites
+from jebm.eval import readouts
+
+MODES = ("product", "sequential", "mixture", "negation")
+# What a dSprites factor condition sets in a latents_values row (shape, scale, orientation, x, y).
+_FACTOR_COLUMNS = {"shape": [0], "scale": [1], "rotation": [2], "position": [3, 4]}
+_FACTOR_ERRORS = {
+  "position": "position_px",
+  "scale": "scale",
+  "shape": "shape_correct",
+  "rotation": "rotation_deg",
+}
+
+flags.DEFINE_list("workdirs", None, "Checkpoint folders of the models to compose.", required=True)
+flags.DEFINE_list(
+  "conditions",
+  None,
+  "One condition per workdir, in its model's units: a class id, x:y, a scale, a shape name or id, "
+  "an angle in radians.",
+  required=True,
+)
+flags.DEFINE_enum("mode", "product", MODES, "How the energies are composed.")
+flags.DEFINE_string("out", None, "Output .npz; F.png and F.json go beside it.", required=True)
+flags.DEFINE_integer(
+  "num_samples", 64, "Samples of the composition and of each model.", lower_bound=1
+)
+flags.DEFINE_integer(
+  "steps", None, "Langevin steps (default: the first model's eval_langevin_steps).", lower_bound=1
+)
+flags.DEFINE_integer("seed", 0, "Sampling seed.", lower_bound=0, upper_bound=2**63 - 1)
+flags.DEFINE_string(
+  "readouts",
+  None,
+  "Read-out params (trained and written there when missing; default: beside --out).",
+)
+FLAGS = flags.FLAGS
+
+
+def parse_condition(config: config_lib.Config, text: str, what: str):
+  """(condition [...] for the model of ``config``, latents_values row [5] with the factor it
+  sets, NaN elsewhere) from ``text``; UsageError naming ``what`` when it does not fit."""
+  latents = np.full((5,), np.nan, np.float32)
+  if not config.conditional:
+    raise app.UsageError(f"{what}: the model is unconditional; it takes no condition")
+  try:
+    if config.condition == "label":
+      label = int(text)
+      if not 0 <= label < config.num_classes:
+        raise ValueError(f"class ids are 0 to {config.num_classes - 1}")
+      return np.int32(label), latents
+    if config.condition == "shape":
+      latents[0] = dsprites.SHAPES.index(text) if text in dsprites.SHAPES else int(text)
+      if not 0 <= latents[0] < len(dsprites.SHAPES):
+        raise ValueError(f"shape ids are 0 to {len(dsprites.SHAPES) - 1}")
+    else:
+      values = [float(v) for v in text.split(":")]
+      columns = _FACTOR_COLUMNS[config.condition]
+      if len(values) != len(columns):
+        raise ValueError(f"it takes {len(columns)} number(s) separated by ':'")
+      latents[columns] = values
+  except ValueError as e:
+    units = {"position": "x:y", "scale": "a scale", "shape": "a shape", "rotation": "an angle"}
+    raise app.UsageError(
+      f"{what}: {text!r} is not a {config.condition} condition "
+      f"({units.get(config.condition, 'a class id')}): {e}"
+    ) from None
+  return dsprites.condition_vectors(config.condition, latents), latents
+
+
+def restore_models(workdirs, conditions):
+  """[(energy fn of x alone, config, latents row)] of every workdir under its condition;
+  UsageError for a missing checkpoint, a condition that does not fit, or models of different
+  image shapes."""
+  if len(conditions) != len(workdirs):
+    raise app.UsageError(
+      f"--conditions has {len(conditions)} entries but --workdirs {len(workdirs)}: give one "
+      "condition per model"
+    )
+  models = []
+  for i, (workdir, text) in enumerate(zip(workdirs, conditions)):
+    try:
+      state, config = checkpoint.restore(workdir)
+    except (FileNotFoundError, ValueError) as e:
+      raise app.UsageError(f"--workdirs entry {i + 1} ({workdir}): {e}") from None
+    y, latents = parse_condition(config, text, f"--conditions entry {i + 1}")
+    energy = compose.condition(generate.energy_fn(state, config), y)
+    models.append((energy, config, latents))
+  shapes = {tuple(c.example_shape) for _, c, _ in models}
+  if len(shapes) > 1:
+    listed = ", ".join(f"{w}: {c.example_shape}" for w, (_, c, _) in zip(workdirs, models))
+    raise app.UsageError(f"--workdirs: the models see different example shapes ({listed})")
+  return models
+
+
+def composed_energy(mode: str, energies):
+  """The energy fn of ``mode`` over conditioned energy fns (not used by "sequential")."""
+  if mode == "product":
+    return compose.product(*energies)
+  if mode == "mixture":
+    return compose.mixture(*energies)
+  if mode == "negation":
+    if len(energies) != 2:
+      raise app.UsageError(f"--mode=negation takes two models (A but not B), got {len(energies)}")
+    return compose.negation(*energies)
+  raise app.UsageError(f"--mode must be one of {MODES}, got {mode!r}")
+
+
+def sample(key, energies, config, num: int, steps: int, sequential: bool = False):
+  """``num`` samples [num, ...] in [x_min, x_max] from uniform noise: ``steps`` Langevin steps
+  on ``energies[0]``, or ``steps`` rounds of one step per energy when ``sequential``."""
+  init_key, chain_key = jax.random.split(key)
+  x0 = jax.random.uniform(
+    init_key, (num, *config.example_shape), minval=config.init_low, maxval=config.init_high
+  )
+  if sequential:
+    lconfig = config_lib.langevin_config(config, steps * len(energies))
+    run = lambda x: langevin.sample_ensemble(chain_key, energies, x, lconfig)[0]
+  else:
+    lconfig = config_lib.langevin_config(config, steps)
+    run = lambda x: langevin.sample(chain_key, energies[0], x, lconfig)[0]
+  return np.asarray(jax.jit(run)(x0))
+
+
+def readout_report(params, composed, singles, models, seed: int):
+  """For each model i: the read-out error (mean and standard error) of its factor against its
+  condition, in its own samples, in the composition's, in real images with that factor (the
+  read-out's own error) and in real images of random factors (chance)."""
+  num, size = len(composed), composed.shape[1]
+  rng = np.random.default_rng(seed)
+  random_latents = readouts.drawn_images(rng.integers(0, dsprites.NUM_IMAGES, num), size)[1]
+  chance = readouts.drawn_images(_grid_index(random_latents), size)[0]
+
+  def score(images, factor, latents):
+    latents = np.broadcast_to(latents, (len(images), 5)).copy()
+    unknown_shape = np.isnan(latents[:, 0])  # the rotation error needs a shape: the one seen
+    latents[unknown_shape, 0] = readouts.predicted_shapes(params, images)[unknown_shape]
+    summary = readouts.summarize(readouts.errors(params, images, np.nan_to_num(latents)))
+    return summary[_FACTOR_ERRORS[factor]]
+
+  report = {key: [] for key in ("asked", "single", "composition", "real", "chance")}
+  for images, (_, config, latents) in zip(singles, models):
+    factor = config.condition
+    real_latents = np.where(np.isnan(latents), random_latents, latents)
+    real = readouts.drawn_images(_grid_index(real_latents), size)[0]
+    report["asked"].append({factor: [round(float(v), 6) for v in latents[_FACTOR_COLUMNS[factor]]]})
+    for key, shown in (("single", images), ("composition", composed), ("real", real)):
+      report[key].append({factor: score(shown, factor, latents)})
+    report["chance"].append({factor: score(chance, factor, latents)})
+  return report
+
+
+def _grid_index(latents: np.ndarray) -> np.ndarray:
+  """The grid images [N] nearest to latents_values rows [N, 5]."""
+  grids = (
+    np.arange(3),
+    dsprites.SCALES,
+    dsprites.ORIENTATIONS,
+    dsprites.POSITIONS,
+    dsprites.POSITIONS,
+  )
+  classes = [np.abs(latents[:, [j]] - grid[None]).argmin(1) for j, grid in enumerate(grids)]
+  return np.ravel_multi_index(classes, dsprites.FACTOR_SIZES)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not FLAGS.out.endswith(".npz"):
+    raise app.UsageError(f"--out must be a path ending in .npz, got {FLAGS.out!r}")
+  models = restore_models(FLAGS.workdirs, FLAGS.conditions)
+  energies = [energy for energy, _, _ in models]
+  first = models[0][1]
+  steps = FLAGS.steps or first.eval_langevin_steps
+  key = jax.random.key(FLAGS.seed)
+  if FLAGS.mode == "sequential":
+    composed = sample(key, energies, first, FLAGS.num_samples, steps, sequential=True)
+  else:
+    composed = sample(key, [composed_energy(FLAGS.mode, energies)], first, FLAGS.num_samples, steps)
+  singles = [sample(key, [e], c, FLAGS.num_samples, steps) for e, c, _ in models]
+  stem = os.path.splitext(FLAGS.out)[0]
+  quantized = [np.asarray(replay.quantize(jnp.asarray(x))) for x in (*singles, composed)]
+  arrays = {"images": quantized[-1], **{f"single_{i}": q for i, q in enumerate(quantized[:-1])}}
+  files.write_atomically(FLAGS.out, lambda tmp: np.savez(tmp, **arrays))
+  if len(first.example_shape) == 3:
+    rows = [q[: min(16, len(q))] for q in quantized]
+    grid = viz.image_grid(np.concatenate(rows), ncol=len(rows[0]))
+    viz.save_png(stem + ".png", grid, scale=viz.readable_scale(first.example_shape[0]))
+  if all(c.condition in _FACTOR_COLUMNS for _, c, _ in models):
+    size = first.example_shape[0]
+    path = FLAGS.readouts or os.path.join(
+      os.path.dirname(FLAGS.out) or ".", f"readouts_{size}.msgpack"
+    )
+    params = readouts.load_or_train(path, size)
+    report = readout_report(params, composed, singles, models, FLAGS.seed)
+    report.update(
+      mode=FLAGS.mode, workdirs=FLAGS.workdirs, conditions=FLAGS.conditions, steps=steps
+    )
+    files.write_text(stem + ".json", json.dumps(report, indent=2))
+    logging.info("Read-out errors: %s", json.dumps(report["composition"]))
+  logging.info("Wrote %s (%s composition of %d models)", FLAGS.out, FLAGS.mode, len(models))
+
+
+if __name__ == "__main__":
+  app.run(main)
