@@ -27,6 +27,7 @@ For a negation the second model's factor should be missed: its "composition" sco
 
 import json
 import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -47,6 +48,9 @@ _FACTOR_ERRORS = {
   "shape": "shape_correct",
   "rotation": "rotation_deg",
 }
+
+_NUMBER = r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?"
+_CONDITION_SYNTAX = re.compile(rf"{_NUMBER}(:{_NUMBER})*|" + "|".join(dsprites.SHAPES))
 
 flags.DEFINE_list("workdirs", None, "Checkpoint folders of the models to compose.", required=True)
 flags.DEFINE_list(
@@ -113,6 +117,15 @@ def restore_models(workdirs, conditions):
       f"--conditions has {len(conditions)} entries but --workdirs {len(workdirs)}: give one "
       "condition per model"
     )
+  for i, text in enumerate(conditions):
+    if not _CONDITION_SYNTAX.fullmatch(text):
+      raise app.UsageError(
+        f"--conditions entry {i + 1} ({text!r}) is neither a number, numbers joined by ':', nor a "
+        f"shape name {dsprites.SHAPES}"
+      )
+  for i, workdir in enumerate(workdirs):
+    if not os.path.isdir(workdir):
+      raise app.UsageError(f"--workdirs entry {i + 1} ({workdir!r}) is not a folder")
   models = []
   for i, (workdir, text) in enumerate(zip(workdirs, conditions)):
     try:
@@ -202,6 +215,8 @@ def _grid_index(latents: np.ndarray) -> np.ndarray:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if FLAGS.readouts == "":
+    raise app.UsageError("--readouts is empty: give a path, or leave it out")
   if not FLAGS.out.endswith(".npz"):
     raise app.UsageError(f"--out must be a path ending in .npz, got {FLAGS.out!r}")
   models = restore_models(FLAGS.workdirs, FLAGS.conditions)

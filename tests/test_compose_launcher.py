@@ -133,3 +133,52 @@ def test_models_of_different_image_shapes_do_not_compose(factor_models):
   )
   assert result.returncode != 0 and "Traceback" not in result.stderr
   assert "the models see different example shapes" in result.stderr, result.stderr
+
+
+def test_zero_shot_writes_every_method_and_the_generator_curve(factor_models, tmp_path):
+  root, _, _ = factor_models
+  env = dict(os.environ, PYTHONPATH=str(ROOT))
+  steps = [f"--{name}=2" for name in ("position", "scale", "finetune", "generator", "sample")]
+  command = [
+    sys.executable,
+    "-m",
+    "experiments.zero_shot",
+    f"--workdir={tmp_path}",
+    f"--size={SIZE}",
+  ]
+  command += [*[s.replace("=2", "_steps=2") for s in steps], "--num_held_out=4", "--fractions=0,1"]
+  command.append(f"--readouts={root / 'readouts.msgpack'}")
+  result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  report = json.loads((tmp_path / "zero_shot.json").read_text())
+  for method in ("ebm_sum", "ebm_finetuned"):
+    assert 0 <= report[method]["mse"] <= 1
+    assert set(report[method]["readouts"]) == {"position_px", "scale"}
+  assert [g["fraction"] for g in report["generator"]] == [0.0, 1.0]
+  assert report["generator"][0]["num_extra_images"] == 0
+  assert report["generator"][1]["num_extra_images"] == 5100 - 4  # every other held-out image
+  assert report["settings"]["num_train"] == {"position": 1024, "scale": 24}
+  assert (tmp_path / "zero_shot.png").exists()
+
+
+def test_the_zero_shot_split_holds_out_every_large_square_off_centre():
+  from experiments import zero_shot
+
+  position, scale, test, extra = zero_shot.split(num_test=10, seed=0)
+  classes = {
+    name: ds.latent_classes(index)
+    for name, index in (
+      ("position", position),
+      ("scale", scale),
+      ("held", np.concatenate([test, extra])),
+    )
+  }
+  assert (classes["position"][:, 1] == 0).all() and len(position) == 32 * 32
+  centre = lambda c: np.isin(c[:, 3], (15, 16)) & np.isin(c[:, 4], (15, 16))
+  assert centre(classes["scale"]).all() and len(set(classes["scale"][:, 1])) == 6
+  held = classes["held"]
+  assert (held[:, 1] > 0).all() and not centre(held).any() and len(held) == 5 * (1024 - 4)
+  for c in classes.values():  # squares at the one orientation 30 pi / 39
+    assert (c[:, 0] == 0).all() and (c[:, 2] == 15).all()
+  assert len(set(position) & set(scale)) == 4  # scale 0.5 at the centre is in both slices
+  assert len(set(np.concatenate([position, scale, test, extra]))) == 6 * 1024  # all, once each

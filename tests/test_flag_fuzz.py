@@ -28,7 +28,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-LAUNCHERS = ("train", "sample", "evaluate", "continual", "modes", "trajectories")
+LAUNCHERS = (
+  "train",
+  "sample",
+  "evaluate",
+  "continual",
+  "modes",
+  "trajectories",
+  "compose",
+  "zero_shot",
+)
 # Modules whose flags are not the launchers' own (see the module docstring).
 EXCLUDED_MODULE_PREFIXES = (
   "absl.",
@@ -101,6 +110,14 @@ INT_MIN = {
   "num_test": 1,
   "predict_chains": 1,
   "predict_steps": 0,
+  # zero_shot
+  "size": 8,
+  "position_steps": 1,
+  "scale_steps": 1,
+  "finetune_steps": 1,
+  "generator_steps": 1,
+  "sample_steps": 1,
+  "num_held_out": 2,
 }
 
 # Out-of-range values beyond the generic ones (every float and list flag needs an entry; string
@@ -159,7 +176,15 @@ OUT_OF_RANGE = {
   "cond_gain_init_std": ["-1"],
   "offline_learning_rate": ["0"],
   "densities": ["bogus", "rings,rings", "two_moons"],
+  "workdirs": ["a"],  # one model, two conditions (BASE_ARGS)
+  "conditions": ["1,2,3"],
+  "mode": ["or"],
+  "fractions": ["1.5", "x", "-0.1"],
 }
+
+
+# Launchers without --workdir: the valid flags each bad value is tried with (it comes after them).
+BASE_ARGS = {"compose": ["--workdirs=a,b", "--conditions=1,2", "--out=x.npz"]}
 
 
 # --- The driver (runs in a process of its own) -----------------------------------------------
@@ -181,6 +206,8 @@ def _stop_at_work(launcher, module):
     module.run_density = stop
   elif launcher == "trajectories":
     module.read_split = stop
+  elif launcher == "zero_shot":
+    module.slice_arrays = stop
   else:
     import jebm.checkpoint
 
@@ -237,7 +264,7 @@ def fuzz(launcher: str, workdir: str) -> dict:
     ):
       missing_ranges.append(name)
     for value in bad_values(name, kind):
-      base = [] if name == "workdir" else [f"--workdir={workdir}"]
+      base = BASE_ARGS.get(launcher, [] if name == "workdir" else [f"--workdir={workdir}"])
       argv = [launcher, *base, f"--{name}={value}"]
       FLAGS.unparse_flags()
       t0 = time.time()
@@ -321,7 +348,7 @@ def test_every_bad_flag_value_is_a_clear_error(runs, launcher):
   report = json.loads(stdout.strip().splitlines()[-1])
   print(f"{launcher}: tried {report['tried']} / clear {report['clear']}")
   assert report["flags"] and not report["missing_ranges"], report["missing_ranges"]
-  assert "workdir" in report["flags"]
+  assert ("workdirs" if launcher in BASE_ARGS else "workdir") in report["flags"]
   for module_name in report["excluded"]:
     assert module_name.startswith(EXCLUDED_MODULE_PREFIXES), report["excluded"]
   assert report["clear"] == report["tried"], json.dumps(report["unclear"], indent=1)[:4000]
