@@ -42,14 +42,18 @@ MEMORY_LIMIT_BYTES = 2**30
 MEMORY_LIMIT_RECORDS = 200_000
 
 
-def _train_source(config: config_lib.Config, data_dir, manual_dir):
-  """``data.load(dataset, "train", ...)`` as the run trains on it (``_conditioned``); a missing
-  split raises ``jebm.data.DataError`` with the message that says how to get it."""
+def _read_train_split(read, config: config_lib.Config, data_dir, manual_dir):
+  """``read(dataset, "train", ...)`` (``data.load`` or ``data.arrays``); a missing split raises
+  ``jebm.data.DataError`` with the message that says how to get it."""
   try:
-    source = data.load(config.dataset, "train", data_dir=data_dir, manual_dir=manual_dir)
+    return read(config.dataset, "train", data_dir=data_dir, manual_dir=manual_dir)
   except FileNotFoundError as e:  # not prepared, or MNIST files missing: the message says how
     raise data.DataError(str(e)) from e
-  return _conditioned(config, source)
+
+
+def _train_source(config: config_lib.Config, data_dir, manual_dir):
+  """The training split as a random-access source, records as the run trains on them."""
+  return _conditioned(config, _read_train_split(data.load, config, data_dir, manual_dir))
 
 
 def _conditioned(config: config_lib.Config, source):
@@ -118,7 +122,10 @@ def load_train_data(
   """The training split as arrays, checked before any work against ``config`` (example_shape,
   labels in [0, num_classes), values finite and in [x_min, x_max], batch_size); a missing or
   unusable split raises ``jebm.data.DataError`` naming the problem."""
-  arrays = data.source_to_arrays(_train_source(config, data_dir, manual_dir))
+  if config.condition == "label":
+    arrays = _read_train_split(data.arrays, config, data_dir, manual_dir)
+  else:
+    arrays = data.source_to_arrays(_train_source(config, data_dir, manual_dir))
   _check_train_arrays(config, arrays)
   _check_batch_size(config, len(arrays["image"]))
   arrays.setdefault("label", np.zeros((len(arrays["image"]),), np.int32))

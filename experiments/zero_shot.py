@@ -30,6 +30,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from absl import app, flags, logging
 
 from experiments.configs import presets
@@ -41,6 +42,7 @@ from jebm.eval import readouts
 
 SHAPE, ORIENTATION, SMALL = 0, 15, 0  # square, 2 pi * 15 / 39 = 30 pi / 39, scale 0.5
 CENTRE = (15, 16)  # the two middle positions of 32, in x and in y
+MAX_HELD_OUT = 2000
 
 flags.DEFINE_string("workdir", None, "Folder of the results.", required=True)
 flags.DEFINE_integer("size", 32, "Image side the models see (dsprites@size).", lower_bound=8)
@@ -173,7 +175,7 @@ def fit_generator(arrays, size, num_steps, seed):
   def loss_fn(params, batch, key):
     z = jax.random.normal(key, (batch.shape[0], 8))
     logits = net.apply({"params": params}, z, batch[:, :3])
-    return jnp.mean(optax_bce(logits, batch[:, 3:]))
+    return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, batch[:, 3:]))
 
   config = baselines.BaselineConfig(num_steps=num_steps, batch_size=64, learning_rate=1e-3)
   params, _ = baselines.fit(loss_fn, params, packed, config, fit_key)
@@ -184,11 +186,6 @@ def fit_generator(arrays, size, num_steps, seed):
     return np.asarray(jax.nn.sigmoid(logits)).reshape(-1, size, size, 1)
 
   return generate, baselines.param_count(params)
-
-
-def optax_bce(logits, targets):
-  """Pixel-wise binary cross-entropy of logits against targets in [0, 1]."""
-  return jnp.maximum(logits, 0) - logits * targets + jnp.log1p(jnp.exp(-jnp.abs(logits)))
 
 
 def score(images, truth, latents, readout_params):
@@ -223,6 +220,11 @@ def main(argv):
   for name in ("workdir", "readouts"):
     if FLAGS[name].value == "":
       raise app.UsageError(f"--{name} is empty: give a path")
+  if FLAGS.num_held_out > MAX_HELD_OUT:
+    raise app.UsageError(
+      f"--num_held_out={FLAGS.num_held_out}: at most {MAX_HELD_OUT} of the 5100 held-out "
+      "combinations are scored (the rest are the generator's extra data)"
+    )
   size, seed, workdir = FLAGS.size, FLAGS.seed, FLAGS.workdir
   position_index, scale_index, test_index, extra_index = split(FLAGS.num_held_out, seed)
   position_data, _ = slice_arrays(position_index, size)
