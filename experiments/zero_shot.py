@@ -227,8 +227,8 @@ def main(argv):
     )
   size, seed, workdir = FLAGS.size, FLAGS.seed, FLAGS.workdir
   position_index, scale_index, test_index, extra_index = split(FLAGS.num_held_out, seed)
-  position_data, _ = slice_arrays(position_index, size)
-  scale_data, _ = slice_arrays(scale_index, size)
+  position_data, position_latents = slice_arrays(position_index, size)
+  scale_data, scale_latents = slice_arrays(scale_index, size)
   test_data, test_latents = slice_arrays(test_index, size)
   truth = test_data["image"].astype(np.float32) / 255.0
   readout_params = readouts.load_or_train(
@@ -243,13 +243,17 @@ def main(argv):
   position_params = fit_ebm(
     position_model,
     position_config,
-    slice_conditions(position_data, "position"),
+    factor_arrays(position_data, position_latents, "position"),
     FLAGS.position_steps,
     seed,
   )
   logging.info("Training the scale EBM on %d images", len(scale_index))
   scale_params = fit_ebm(
-    scale_model, scale_config, slice_conditions(scale_data, "scale"), FLAGS.scale_steps, seed
+    scale_model,
+    scale_config,
+    factor_arrays(scale_data, scale_latents, "scale"),
+    FLAGS.scale_steps,
+    seed,
   )
 
   total = SumOfEnergies(position_model, scale_model)
@@ -325,10 +329,9 @@ def main(argv):
   )
 
 
-def slice_conditions(arrays, factor):
-  """``arrays`` with its (scale, x, y) labels cut to the factor model's condition."""
-  columns = {"position": [1, 2], "scale": [0]}[factor]
-  return {"image": arrays["image"], "label": arrays["label"][:, columns]}
+def factor_arrays(arrays, latents, factor):
+  """``arrays`` labelled with the factor model's condition (``dsprites.condition_vectors``)."""
+  return {"image": arrays["image"], "label": dsprites.condition_vectors(factor, latents)}
 
 
 if __name__ == "__main__":
