@@ -27,30 +27,25 @@ For a negation the second model's factor should be missed: its "composition" sco
 
 import json
 import os
-import re
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 
-from jebm import checkpoint, compose, files, generate, langevin, replay, viz
-from jebm import config as config_lib
+from experiments import conditions
+
+from jebm import compose, files, replay, viz
 from jebm.data import dsprites
 from jebm.eval import readouts
 
 MODES = ("product", "sequential", "mixture", "negation")
-# What a dSprites factor condition sets in a latents_values row (shape, scale, orientation, x, y).
-_FACTOR_COLUMNS = {"shape": [0], "scale": [1], "rotation": [2], "position": [3, 4]}
 _FACTOR_ERRORS = {
   "position": "position_px",
   "scale": "scale",
   "shape": "shape_correct",
   "rotation": "rotation_deg",
 }
-
-_NUMBER = r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?"
-_CONDITION_SYNTAX = re.compile(rf"{_NUMBER}(:{_NUMBER})*|" + "|".join(dsprites.SHAPES))
 
 flags.DEFINE_list("workdirs", None, "Checkpoint folders of the models to compose.", required=True)
 flags.DEFINE_list(
@@ -77,71 +72,6 @@ flags.DEFINE_string(
 FLAGS = flags.FLAGS
 
 
-def parse_condition(config: config_lib.Config, text: str, what: str):
-  """(condition [...] for the model of ``config``, latents_values row [5] with the factor it
-  sets, NaN elsewhere) from ``text``; UsageError naming ``what`` when it does not fit."""
-  latents = np.full((5,), np.nan, np.float32)
-  if not config.conditional:
-    raise app.UsageError(f"{what}: the model is unconditional; it takes no condition")
-  try:
-    if config.condition == "label":
-      label = int(text)
-      if not 0 <= label < config.num_classes:
-        raise ValueError(f"class ids are 0 to {config.num_classes - 1}")
-      return np.int32(label), latents
-    if config.condition == "shape":
-      latents[0] = dsprites.SHAPES.index(text) if text in dsprites.SHAPES else int(text)
-      if not 0 <= latents[0] < len(dsprites.SHAPES):
-        raise ValueError(f"shape ids are 0 to {len(dsprites.SHAPES) - 1}")
-    else:
-      values = [float(v) for v in text.split(":")]
-      columns = _FACTOR_COLUMNS[config.condition]
-      if len(values) != len(columns):
-        raise ValueError(f"it takes {len(columns)} number(s) separated by ':'")
-      latents[columns] = values
-  except ValueError as e:
-    units = {"position": "x:y", "scale": "a scale", "shape": "a shape", "rotation": "an angle"}
-    raise app.UsageError(
-      f"{what}: {text!r} is not a {config.condition} condition "
-      f"({units.get(config.condition, 'a class id')}): {e}"
-    ) from None
-  return dsprites.condition_vectors(config.condition, latents), latents
-
-
-def restore_models(workdirs, conditions):
-  """[(energy fn of x alone, config, latents row)] of every workdir under its condition;
-  UsageError for a missing checkpoint, a condition that does not fit, or models of different
-  image shapes."""
-  if len(conditions) != len(workdirs):
-    raise app.UsageError(
-      f"--conditions has {len(conditions)} entries but --workdirs {len(workdirs)}: give one "
-      "condition per model"
-    )
-  for i, text in enumerate(conditions):
-    if not _CONDITION_SYNTAX.fullmatch(text):
-      raise app.UsageError(
-        f"--conditions entry {i + 1} ({text!r}) is neither a number, numbers joined by ':', nor a "
-        f"shape name {dsprites.SHAPES}"
-      )
-  for i, workdir in enumerate(workdirs):
-    if not os.path.isdir(workdir):
-      raise app.UsageError(f"--workdirs entry {i + 1} ({workdir!r}) is not a folder")
-  models = []
-  for i, (workdir, text) in enumerate(zip(workdirs, conditions)):
-    try:
-      state, config = checkpoint.restore(workdir)
-    except (FileNotFoundError, ValueError) as e:
-      raise app.UsageError(f"--workdirs entry {i + 1} ({workdir}): {e}") from None
-    y, latents = parse_condition(config, text, f"--conditions entry {i + 1}")
-    energy = compose.condition(generate.energy_fn(state, config), y)
-    models.append((energy, config, latents))
-  shapes = {tuple(c.example_shape) for _, c, _ in models}
-  if len(shapes) > 1:
-    listed = ", ".join(f"{w}: {c.example_shape}" for w, (_, c, _) in zip(workdirs, models))
-    raise app.UsageError(f"--workdirs: the models see different example shapes ({listed})")
-  return models
-
-
 def composed_energy(mode: str, energies):
   """The energy fn of ``mode`` over conditioned energy fns (not used by "sequential")."""
   if mode == "product":
@@ -155,22 +85,6 @@ def composed_energy(mode: str, energies):
   raise app.UsageError(f"--mode must be one of {MODES}, got {mode!r}")
 
 
-def sample(key, energies, config, num: int, steps: int, sequential: bool = False):
-  """``num`` samples [num, ...] in [x_min, x_max] from uniform noise: ``steps`` Langevin steps
-  on ``energies[0]``, or ``steps`` rounds of one step per energy when ``sequential``."""
-  init_key, chain_key = jax.random.split(key)
-  x0 = jax.random.uniform(
-    init_key, (num, *config.example_shape), minval=config.init_low, maxval=config.init_high
-  )
-  if sequential:
-    lconfig = config_lib.langevin_config(config, steps * len(energies))
-    run = lambda x: langevin.sample_ensemble(chain_key, energies, x, lconfig)[0]
-  else:
-    lconfig = config_lib.langevin_config(config, steps)
-    run = lambda x: langevin.sample(chain_key, energies[0], x, lconfig)[0]
-  return np.asarray(jax.jit(run)(x0))
-
-
 def readout_report(params, composed, singles, models, seed: int):
   """For each model i: the read-out error (mean and standard error) of its factor against its
   condition, in its own samples, in the composition's, in real images with that factor (the
@@ -178,7 +92,7 @@ def readout_report(params, composed, singles, models, seed: int):
   num, size = len(composed), composed.shape[1]
   rng = np.random.default_rng(seed)
   random_latents = readouts.drawn_images(rng.integers(0, dsprites.NUM_IMAGES, num), size)[1]
-  chance = readouts.drawn_images(_grid_index(random_latents), size)[0]
+  chance = readouts.drawn_images(dsprites.nearest_index(random_latents), size)[0]
 
   def score(images, factor, latents):
     latents = np.broadcast_to(latents, (len(images), 5)).copy()
@@ -191,25 +105,14 @@ def readout_report(params, composed, singles, models, seed: int):
   for images, (_, config, latents) in zip(singles, models):
     factor = config.condition
     real_latents = np.where(np.isnan(latents), random_latents, latents)
-    real = readouts.drawn_images(_grid_index(real_latents), size)[0]
-    report["asked"].append({factor: [round(float(v), 6) for v in latents[_FACTOR_COLUMNS[factor]]]})
+    real = readouts.drawn_images(dsprites.nearest_index(real_latents), size)[0]
+    report["asked"].append(
+      {factor: [round(float(v), 6) for v in latents[dsprites.CONDITION_COLUMNS[factor]]]}
+    )
     for key, shown in (("single", images), ("composition", composed), ("real", real)):
       report[key].append({factor: score(shown, factor, latents)})
     report["chance"].append({factor: score(chance, factor, latents)})
   return report
-
-
-def _grid_index(latents: np.ndarray) -> np.ndarray:
-  """The grid images [N] nearest to latents_values rows [N, 5]."""
-  grids = (
-    np.arange(3),
-    dsprites.SCALES,
-    dsprites.ORIENTATIONS,
-    dsprites.POSITIONS,
-    dsprites.POSITIONS,
-  )
-  classes = [np.abs(latents[:, [j]] - grid[None]).argmin(1) for j, grid in enumerate(grids)]
-  return np.ravel_multi_index(classes, dsprites.FACTOR_SIZES)
 
 
 def main(argv):
@@ -219,16 +122,18 @@ def main(argv):
     raise app.UsageError("--readouts is empty: give a path, or leave it out")
   if not FLAGS.out.endswith(".npz"):
     raise app.UsageError(f"--out must be a path ending in .npz, got {FLAGS.out!r}")
-  models = restore_models(FLAGS.workdirs, FLAGS.conditions)
+  models = conditions.restore_models(FLAGS.workdirs, FLAGS.conditions)
   energies = [energy for energy, _, _ in models]
   first = models[0][1]
   steps = FLAGS.steps or first.eval_langevin_steps
   key = jax.random.key(FLAGS.seed)
   if FLAGS.mode == "sequential":
-    composed = sample(key, energies, first, FLAGS.num_samples, steps, sequential=True)
+    composed = conditions.sample(key, energies, first, FLAGS.num_samples, steps, sequential=True)
   else:
-    composed = sample(key, [composed_energy(FLAGS.mode, energies)], first, FLAGS.num_samples, steps)
-  singles = [sample(key, [e], c, FLAGS.num_samples, steps) for e, c, _ in models]
+    composed = conditions.sample(
+      key, [composed_energy(FLAGS.mode, energies)], first, FLAGS.num_samples, steps
+    )
+  singles = [conditions.sample(key, [e], c, FLAGS.num_samples, steps) for e, c, _ in models]
   stem = os.path.splitext(FLAGS.out)[0]
   quantized = [np.asarray(replay.quantize(jnp.asarray(x))) for x in (*singles, composed)]
   arrays = {"images": quantized[-1], **{f"single_{i}": q for i, q in enumerate(quantized[:-1])}}
@@ -237,7 +142,7 @@ def main(argv):
     rows = [q[: min(16, len(q))] for q in quantized]
     grid = viz.image_grid(np.concatenate(rows), ncol=len(rows[0]))
     viz.save_png(stem + ".png", grid, scale=viz.readable_scale(first.example_shape[0]))
-  if all(c.condition in _FACTOR_COLUMNS for _, c, _ in models):
+  if all(c.condition in dsprites.CONDITION_COLUMNS for _, c, _ in models):
     size = first.example_shape[0]
     path = FLAGS.readouts or os.path.join(
       os.path.dirname(FLAGS.out) or ".", f"readouts_{size}.msgpack"

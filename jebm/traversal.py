@@ -20,10 +20,16 @@ from jebm.langevin import LangevinConfig
 
 
 def hessian_directions(
-  energy_fn: EnergyFn, x: jax.Array, y: Optional[jax.Array] = None, k: int = 3
+  energy_fn: EnergyFn,
+  x: jax.Array,
+  y: Optional[jax.Array] = None,
+  k: int = 3,
+  largest: bool = True,
 ) -> Tuple[jax.Array, jax.Array]:
-  """The ``k`` largest eigenvalues [k] of the Hessian of E at one example x [*S] (condition y
-  [*C] or None) and their unit eigenvectors [k, *S], largest first."""
+  """The ``k`` largest (or, ``largest=False``, smallest) eigenvalues [k] of the Hessian of E at
+  one example x [*S] (condition y [*C] or None) and their unit eigenvectors [k, *S], the most
+  extreme first. The largest curvatures are the moves the model resists most; the smallest the
+  ones it lets pass (the paper's code took these)."""
   shape = x.shape
   if not 1 <= k <= x.size:
     raise ValueError(f"k must be in [1, {x.size}] for an example of shape {shape}, got {k}")
@@ -34,7 +40,8 @@ def hessian_directions(
 
   hessian = jax.hessian(energy)(jnp.ravel(x).astype(jnp.float32))
   values, vectors = jnp.linalg.eigh((hessian + hessian.T) / 2)
-  top = jnp.argsort(values)[::-1][:k]
+  order = jnp.argsort(values)
+  top = (order[::-1] if largest else order)[:k]
   return values[top], vectors[:, top].T.reshape((k, *shape))
 
 

@@ -135,6 +135,49 @@ def test_models_of_different_image_shapes_do_not_compose(factor_models):
   assert "the models see different example shapes" in result.stderr, result.stderr
 
 
+def _traverse(*args):
+  env = dict(os.environ, PYTHONPATH=str(ROOT))
+  command = [sys.executable, "-m", "experiments.traverse", *args]
+  return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_traverse_moves_a_real_image_along_hessian_directions_and_refines(factor_models):
+  root, workdirs, _ = factor_models
+  out = root / "traverse.png"
+  result = _traverse(
+    f"--workdir={workdirs['pos']}",
+    "--condition=0.3:0.5",
+    "--start=real",
+    "--k=2",
+    "--distances=-4,0,4",
+    "--refine_steps=2",
+    f"--out={out}",
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert out.exists()
+  with np.load(root / "traverse.npz", allow_pickle=False) as a:
+    start, directions, moved = a["start"], a["directions"], a["moved"]
+    assert a["refined"].shape == moved.shape == (2, 3, SIZE, SIZE, 1)
+    assert a["eigenvalues"][0] >= a["eigenvalues"][1]
+    s, scale, angle = np.meshgrid(np.arange(3), ds.SCALES, ds.ORIENTATIONS, indexing="ij")
+    at = np.stack(
+      [s.ravel(), scale.ravel(), angle.ravel()] + [np.full(s.size, v) for v in (0.3, 0.5)]
+    )
+    candidates = readouts.drawn_images(ds.nearest_index(at.T), SIZE)[0]  # the real images at x, y
+    assert np.abs(candidates - start).max(axis=(1, 2, 3)).min() < 1e-6
+    np.testing.assert_allclose(np.sum(directions**2, axis=(1, 2, 3)), 1.0, rtol=1e-4)
+    for j, distance in enumerate((-4, 0, 4)):
+      expected = np.clip(start[None] + distance * directions, 0.0, 1.0)
+      np.testing.assert_allclose(moved[:, j], expected, atol=1e-5)
+
+
+def test_traverse_bad_input_is_a_one_line_error(factor_models):
+  _, workdirs, _ = factor_models
+  result = _traverse(f"--workdir={workdirs['pos']}", "--out=/tmp/x.png")
+  assert result.returncode != 0 and "Traceback" not in result.stderr
+  assert "--condition: the model in" in result.stderr and "needs a condition" in result.stderr
+
+
 def test_zero_shot_writes_every_method_and_the_generator_curve(factor_models, tmp_path):
   root, _, _ = factor_models
   env = dict(os.environ, PYTHONPATH=str(ROOT))

@@ -50,6 +50,9 @@ def test_grid_indices_and_latents():
   )
   values = ds.latent_values(classes)
   np.testing.assert_allclose(values[-1], [2, 1.0, 2 * np.pi, 1.0, 1.0], rtol=1e-6)
+  index = np.array([0, 1, 32, 123_456, ds.NUM_IMAGES - 1])  # values, nudged, map back to the grid
+  nudged = ds.latent_values(ds.latent_classes(index)) + np.array([0.2, 0.02, 0.03, 0.01, -0.01])
+  np.testing.assert_array_equal(ds.nearest_index(nudged), index)
 
 
 def test_procedural_builder_records_are_drawn_from_their_latents(tmp_path, monkeypatch):

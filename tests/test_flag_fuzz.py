@@ -37,6 +37,7 @@ LAUNCHERS = (
   "trajectories",
   "compose",
   "zero_shot",
+  "traverse",
 )
 # Modules whose flags are not the launchers' own (see the module docstring).
 EXCLUDED_MODULE_PREFIXES = (
@@ -118,6 +119,9 @@ INT_MIN = {
   "generator_steps": 1,
   "sample_steps": 1,
   "num_held_out": 2,
+  # traverse
+  "k": 1,
+  "refine_steps": 0,
 }
 
 # Out-of-range values beyond the generic ones (every float and list flag needs an entry; string
@@ -180,11 +184,16 @@ OUT_OF_RANGE = {
   "conditions": ["1,2,3"],
   "mode": ["or"],
   "fractions": ["1.5", "x", "-0.1"],
+  "distances": ["x", "nan"],
 }
 
 
-# Launchers without --workdir: the valid flags each bad value is tried with (it comes after them).
-BASE_ARGS = {"compose": ["--workdirs=a,b", "--conditions=1,2", "--out=x.npz"]}
+# Valid flags each bad value is tried with (it comes after them); launchers with a --workdir also
+# get --workdir=<a missing folder>.
+BASE_ARGS = {
+  "compose": ["--workdirs=a,b", "--conditions=1,2", "--out=x.npz"],
+  "traverse": ["--out=x.png"],
+}
 
 
 # --- The driver (runs in a process of its own) -----------------------------------------------
@@ -264,7 +273,9 @@ def fuzz(launcher: str, workdir: str) -> dict:
     ):
       missing_ranges.append(name)
     for value in bad_values(name, kind):
-      base = BASE_ARGS.get(launcher, [] if name == "workdir" else [f"--workdir={workdir}"])
+      base = BASE_ARGS.get(launcher, []) + (
+        [f"--workdir={workdir}"] if "workdir" in own and name != "workdir" else []
+      )
       argv = [launcher, *base, f"--{name}={value}"]
       FLAGS.unparse_flags()
       t0 = time.time()
@@ -348,7 +359,7 @@ def test_every_bad_flag_value_is_a_clear_error(runs, launcher):
   report = json.loads(stdout.strip().splitlines()[-1])
   print(f"{launcher}: tried {report['tried']} / clear {report['clear']}")
   assert report["flags"] and not report["missing_ranges"], report["missing_ranges"]
-  assert ("workdirs" if launcher in BASE_ARGS else "workdir") in report["flags"]
+  assert {"workdir", "workdirs"} & set(report["flags"])
   for module_name in report["excluded"]:
     assert module_name.startswith(EXCLUDED_MODULE_PREFIXES), report["excluded"]
   assert report["clear"] == report["tried"], json.dumps(report["unclear"], indent=1)[:4000]

@@ -23,6 +23,11 @@ def test_hessian_directions_of_a_quadratic_are_its_axes():
   np.testing.assert_allclose(values, [5.0, 3.0], rtol=1e-6)
   assert directions.shape == (2, 2, 2, 1)
   np.testing.assert_allclose(np.abs(directions.reshape(2, 4)), np.eye(4)[[1, 2]], atol=1e-6)
+  values, directions = traversal.hessian_directions(
+    quadratic, jnp.ones((2, 2, 1)), k=2, largest=False
+  )
+  np.testing.assert_allclose(values, [0.5, 1.0], rtol=1e-6)
+  np.testing.assert_allclose(np.abs(directions.reshape(2, 4)), np.eye(4)[[3, 0]], atol=1e-6)
 
 
 def test_traverse_moves_along_directions_and_langevin_lowers_the_energy():

@@ -80,22 +80,28 @@ def latent_values(classes: np.ndarray) -> np.ndarray:
 #   position: (x, y) in [0, 1]; scale: (scale,) in [0.5, 1]; shape: one-hot of 3;
 #   rotation: (cos, sin) of the orientation.
 CONDITIONS = {"position": 2, "scale": 1, "shape": 3, "rotation": 2}
+# The latents_values columns (shape, scale, orientation, x, y) each condition is computed from.
+CONDITION_COLUMNS = {"shape": [0], "scale": [1], "rotation": [2], "position": [3, 4]}
 
 
 def condition_vectors(name: str, latents_values: np.ndarray) -> np.ndarray:
   """The ``name`` condition (a `CONDITIONS` key) of latents_values [..., 5]: float32 [..., width]."""
-  v = np.asarray(latents_values, np.float32)
-  if name == "position":
-    out = v[..., 3:5]
-  elif name == "scale":
-    out = v[..., 1:2]
-  elif name == "shape":
-    out = np.eye(len(SHAPES), dtype=np.float32)[np.rint(v[..., 0]).astype(np.int64)]
-  elif name == "rotation":
-    out = np.stack([np.cos(v[..., 2]), np.sin(v[..., 2])], axis=-1)
-  else:
+  if name not in CONDITIONS:
     raise ValueError(f"unknown dSprites condition {name!r}; known: {list(CONDITIONS)}")
-  return out.astype(np.float32)
+  v = np.asarray(latents_values, np.float32)[..., CONDITION_COLUMNS[name]]
+  if name == "shape":
+    return np.eye(len(SHAPES), dtype=np.float32)[np.rint(v[..., 0]).astype(np.int64)]
+  if name == "rotation":
+    return np.stack([np.cos(v[..., 0]), np.sin(v[..., 0])], axis=-1).astype(np.float32)
+  return v
+
+
+def nearest_index(latents_values: np.ndarray) -> np.ndarray:
+  """Indices [N] of the grid images nearest to latents_values rows [N, 5], factor by factor."""
+  grids = (np.arange(len(SHAPES)), SCALES, ORIENTATIONS, POSITIONS, POSITIONS)
+  latents = np.asarray(latents_values)
+  classes = [np.abs(latents[:, [j]] - grid[None]).argmin(1) for j, grid in enumerate(grids)]
+  return np.ravel_multi_index(classes, FACTOR_SIZES)
 
 
 def images(index: np.ndarray) -> Dict[str, np.ndarray]:
