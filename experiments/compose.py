@@ -10,6 +10,8 @@ ordinary jebm energy fn and sampled by Langevin from uniform noise:
               temperature k for k models that act on separate directions);
   mixture     E = -logsumexp_i(-E_i(x | c_i)): any one of the conditions;
   negation    E = E_1(x | c_1) - E_2(x | c_2): the first condition but not the second (two models).
+``--weights`` scales each model's energy (w_i E_i in a product or a sequential step, p_i weighted
+by w_i in a mixture, w_1 E_1 - w_2 E_2 in a negation); all 1 by default.
 
 A condition is written in the units of what its model is conditioned on (``Config.condition``):
 a class id ("label"), x:y in [0, 1] (position), the scale (scale), a shape name or id (shape), an
@@ -63,6 +65,9 @@ flags.DEFINE_integer(
 flags.DEFINE_integer(
   "steps", None, "Langevin steps (default: the first model's eval_langevin_steps).", lower_bound=1
 )
+flags.DEFINE_list(
+  "weights", None, "One positive weight per workdir (default: all 1); see the module docstring."
+)
 flags.DEFINE_integer("seed", 0, "Sampling seed.", lower_bound=0, upper_bound=2**63 - 1)
 flags.DEFINE_string(
   "readouts",
@@ -72,16 +77,34 @@ flags.DEFINE_string(
 FLAGS = flags.FLAGS
 
 
-def composed_energy(mode: str, energies):
-  """The energy fn of ``mode`` over conditioned energy fns (not used by "sequential")."""
+def parse_weights(values, num_models: int):
+  """The weights [num_models] of --weights (all 1 when not given)."""
+  if values is None:
+    return [1.0] * num_models
+  try:
+    weights = [float(v) for v in values]
+  except ValueError:
+    raise app.UsageError(f"--weights takes positive numbers, got {values}") from None
+  if not all(np.isfinite(w) and w > 0 for w in weights):
+    raise app.UsageError(f"--weights takes positive numbers, got {values}")
+  if len(weights) != num_models:
+    raise app.UsageError(f"--weights has {len(weights)} entries but --workdirs {num_models}")
+  return weights
+
+
+def composed_energy(mode: str, energies, weights):
+  """The energy fn of ``mode`` over conditioned energy fns and their weights; for "sequential",
+  the list of the weighted energies, stepped in turn."""
   if mode == "product":
-    return compose.product(*energies)
+    return compose.product(*energies, weights=weights)
   if mode == "mixture":
-    return compose.mixture(*energies)
+    return compose.mixture(*energies, weights=weights)
   if mode == "negation":
     if len(energies) != 2:
       raise app.UsageError(f"--mode=negation takes two models (A but not B), got {len(energies)}")
-    return compose.negation(*energies)
+    return compose.product(*energies, weights=(weights[0], -weights[1]))  # w1 E1 - w2 E2
+  if mode == "sequential":
+    return [compose.product(e, weights=[w]) for e, w in zip(energies, weights)]
   raise app.UsageError(f"--mode must be one of {MODES}, got {mode!r}")
 
 
@@ -122,17 +145,17 @@ def main(argv):
     raise app.UsageError("--readouts is empty: give a path, or leave it out")
   if not FLAGS.out.endswith(".npz"):
     raise app.UsageError(f"--out must be a path ending in .npz, got {FLAGS.out!r}")
+  weights = parse_weights(FLAGS.weights, len(FLAGS.workdirs))
   models = conditions.restore_models(FLAGS.workdirs, FLAGS.conditions)
   energies = [energy for energy, _, _ in models]
   first = models[0][1]
   steps = FLAGS.steps or first.eval_langevin_steps
   key = jax.random.key(FLAGS.seed)
-  if FLAGS.mode == "sequential":
-    composed = conditions.sample(key, energies, first, FLAGS.num_samples, steps, sequential=True)
-  else:
-    composed = conditions.sample(
-      key, [composed_energy(FLAGS.mode, energies)], first, FLAGS.num_samples, steps
-    )
+  composition = composed_energy(FLAGS.mode, energies, weights)
+  sequential = FLAGS.mode == "sequential"
+  composed = conditions.sample(
+    key, composition if sequential else [composition], first, FLAGS.num_samples, steps, sequential
+  )
   singles = [conditions.sample(key, [e], c, FLAGS.num_samples, steps) for e, c, _ in models]
   stem = os.path.splitext(FLAGS.out)[0]
   quantized = [np.asarray(replay.quantize(jnp.asarray(x))) for x in (*singles, composed)]
@@ -150,7 +173,11 @@ def main(argv):
     params = readouts.load_or_train(path, size)
     report = readout_report(params, composed, singles, models, FLAGS.seed)
     report.update(
-      mode=FLAGS.mode, workdirs=FLAGS.workdirs, conditions=FLAGS.conditions, steps=steps
+      mode=FLAGS.mode,
+      workdirs=FLAGS.workdirs,
+      conditions=FLAGS.conditions,
+      weights=weights,
+      steps=steps,
     )
     files.write_text(stem + ".json", json.dumps(report, indent=2))
     logging.info("Read-out errors: %s", json.dumps(report["composition"]))

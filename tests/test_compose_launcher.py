@@ -92,6 +92,7 @@ def test_compose_restores_two_models_and_writes_samples_grid_and_readouts(factor
     "--conditions=0.2:0.7,heart",
     f"--mode={mode}",
     f"--out={out}",
+    "--weights=1,0.5",
     "--num_samples=4",
     "--steps=2",
     f"--readouts={root / 'readouts.msgpack'}",
@@ -103,6 +104,7 @@ def test_compose_restores_two_models_and_writes_samples_grid_and_readouts(factor
   assert (root / f"{mode}.png").exists()
   report = json.loads((root / f"{mode}.json").read_text())
   assert report["asked"] == [{"position": [0.2, 0.7]}, {"shape": [2.0]}]
+  assert report["weights"] == [1.0, 0.5]
   for key in ("single", "composition", "real", "chance"):
     assert set(report[key][0]) == {"position"} and set(report[key][1]) == {"shape"}
     assert np.isfinite(report[key][0]["position"]["mean"])

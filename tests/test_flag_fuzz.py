@@ -185,6 +185,7 @@ OUT_OF_RANGE = {
   "mode": ["or"],
   "fractions": ["1.5", "x", "-0.1"],
   "distances": ["x", "nan"],
+  "weights": ["0", "1,-1", "1,nan", "1,2,3"],
 }
 
 
