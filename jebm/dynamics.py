@@ -245,9 +245,10 @@ def gru_rollout_fn(gru: Trained, stats, config: DynamicsConfig, states, actions)
   k = config.context
   apply = lambda *args, **kw: gru.model.apply({"params": gru.params}, *args, **kw)
   carry = apply(states.shape[0], method=GRURegressor.initial_carry)
-  warm = _gru_inputs(states[:, : k - 1], actions[:, : k - 1], stats, config.use_actions)
-  for t in range(k - 1):
-    carry, _ = apply(carry, warm[:, t], method=GRURegressor.step)
+  if k > 1:  # with a context of one state there is no transition to read
+    warm = _gru_inputs(states[:, : k - 1], actions[:, : k - 1], stats, config.use_actions)
+    for t in range(k - 1):
+      carry, _ = apply(carry, warm[:, t], method=GRURegressor.step)
 
   def step_fn(carry, window, action, key):
     del key

@@ -76,6 +76,21 @@ def test_a_tiny_trajectory_ebm_learns_a_linear_system():
   assert error < 0.1 and error < no_change[:, -1].mean() / 5, (error, no_change[:, -1].mean())
 
 
+@pytest.mark.parametrize("context", [1, 3])
+def test_the_gru_rolls_out_after_reading_the_context(context):
+  """The GRU reads the context's k - 1 true transitions (none when k = 1) and then rolls out."""
+  states, actions = _linear_system(8, 12, seed=0)
+  config = dynamics.DynamicsConfig(context=context, num_steps=2, gru_hidden=8, gru_batch_size=4)
+  stats = traj.fit_stats(states, actions)
+  gru = dynamics.train_gru(states, actions, stats, config)
+  carry, step_fn = dynamics.gru_rollout_fn(gru, stats, config, states, actions)
+  horizon = 13 - context  # actions at states k - 1 .. 11
+  predicted = traj.rollout(
+    step_fn, carry, states[:, :context], actions[:, context - 1 :], jax.random.key(0)
+  )
+  assert predicted.shape == (8, horizon, states.shape[-1]) and np.isfinite(predicted).all()
+
+
 def test_simulation_is_deterministic_and_matches_a_resimulation():
   _require_mujoco()
   for env in sim.ENVS:
