@@ -56,8 +56,8 @@ def restore_models(workdirs, conditions, flag_names=("workdirs", "conditions")):
   entry = lambda flag, i: f"--{flag}" if len(workdirs) == 1 else f"--{flag} entry {i + 1}"
   if len(conditions) != len(workdirs):
     raise app.UsageError(
-      f"--conditions has {len(conditions)} entries but --workdirs {len(workdirs)}: give one "
-      "condition per model"
+      f"--{conditions_flag} has {len(conditions)} entries but --{workdirs_flag} {len(workdirs)}: "
+      "give one condition per model"
     )
   for i, text in enumerate(conditions):
     if text is not None and not CONDITION_SYNTAX.fullmatch(text):
